@@ -1,0 +1,40 @@
+//! Errors sorted by who is to blame.
+//!
+//! - [`PeerError`]: the peer broke the protocol (a malformed message, input over a limit).
+//!   The driver logs it and closes that one connection; nothing else is affected.
+//! - [`std::io::Error`]: the operating system said no (a reset, a full fd table). Also
+//!   confined to one connection, except for errors of the poller itself.
+//! - Usage errors (a bad address on the command line) are reported by the CLI before any
+//!   socket exists, and never reach the drivers.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The peer sent something the protocol cannot accept. The connection that sent it is
+/// closed, after any output already produced (an error reply, say) has been flushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerError {
+    reason: Cow<'static, str>,
+}
+
+impl PeerError {
+    /// A peer error with a short human-readable reason, logged when the connection closes.
+    pub fn new(reason: impl Into<Cow<'static, str>>) -> PeerError {
+        PeerError {
+            reason: reason.into(),
+        }
+    }
+
+    /// The reason given when the error was made.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for PeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer error: {}", self.reason)
+    }
+}
+
+impl std::error::Error for PeerError {}

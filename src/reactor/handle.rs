@@ -1,0 +1,114 @@
+//! The cross-thread handle: how other threads hand work to the loop.
+//!
+//! A [`Handle`] holds a queue and the reactor's [`mio::Waker`]. Posting pushes onto the
+//! queue and wakes the poller, but only if no wake-up is already outstanding, so a burst
+//! of posts between two turns of the loop costs a single wake-up. The loop takes the whole
+//! queue at once under the lock and runs it with the lock released: it never blocks on the
+//! queue for longer than a `Vec` swap.
+
+use super::Reactor;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Work posted to the loop: a closure run on the loop's thread with the reactor in hand.
+pub type Task = Box<dyn FnOnce(&mut Reactor) + Send>;
+
+pub(crate) enum Command {
+    Run(Task),
+    Shutdown,
+}
+
+pub(crate) struct Shared {
+    queue: Mutex<Vec<Command>>,
+    waker: mio::Waker,
+    /// A wake-up is outstanding: the loop has not yet taken the queue since it was set.
+    pending: AtomicBool,
+    /// The reactor is gone; posts fail instead of queueing forever.
+    closed: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(waker: mio::Waker) -> Shared {
+        Shared {
+            queue: Mutex::new(Vec::new()),
+            waker,
+            pending: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes everything queued. Clears `pending` first: a post racing with us either lands
+    /// in this batch or sees `pending == false` and wakes the loop again.
+    pub fn take(&self, into: &mut Vec<Command>) {
+        self.pending.store(false, Ordering::SeqCst);
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::swap(&mut *queue, into);
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The reactor is no longer running, so the command was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the reactor has stopped")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// A `Clone + Send` handle to a [`Reactor`], usable from any thread.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Runs `task` on the loop's thread, during its next turn.
+    ///
+    /// Tasks from one thread run in the order they were posted. Returns [`Closed`] if the
+    /// reactor has been dropped.
+    pub fn post<F>(&self, task: F) -> Result<(), Closed>
+    where
+        F: FnOnce(&mut Reactor) + Send + 'static,
+    {
+        self.send(Command::Run(Box::new(task)))
+    }
+
+    /// Asks the loop to stop: [`Reactor::run`] closes every socket and returns.
+    pub fn shutdown(&self) -> Result<(), Closed> {
+        self.send(Command::Shutdown)
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), Closed> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Closed);
+        }
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cmd);
+        if !self.shared.pending.swap(true, Ordering::SeqCst) {
+            // A failed wake-up means the poller itself is gone: the reactor is being
+            // dropped, and `closed` will say so to the next caller.
+            if let Err(e) = self.shared.waker.wake() {
+                log::warn!("waking the reactor failed: {e}");
+                return Err(Closed);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
