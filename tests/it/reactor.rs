@@ -1,0 +1,1 @@
+// in-process reactor tests
