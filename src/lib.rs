@@ -1,4 +1,73 @@
 //! sockloop: a single-threaded event-loop reactor built by hand on mio.
+//!
+//! It registers non-blocking sockets with the kernel's poller (epoll on Linux, kqueue on
+//! the BSDs, through [mio]), keeps every connection's state in a [slab], and drives small
+//! socket protocols through explicit state machines. It is meant to be read: run any
+//! server with `RUST_LOG=trace` and the log narrates every readiness event, every read and
+//! write with its byte count, every `WouldBlock`, every interest change and every state
+//! transition.
+//!
+//! # The picture
+//!
+//! ```text
+//!                  readiness                    bytes in
+//!  kernel ──────────────────▶  Reactor  ───────────────────────▶  Protocol (sans-I/O)
+//!  (epoll via mio)            one thread                          a plain state machine
+//!                             Slab<Slot>    ◀────────────────────   bytes out + actions
+//!                             timers, waker        (send, close after flush, abort)
+//!
+//!  The blocking drivers (threaded: a thread per connection; iterative: one client at a
+//!  time) call the very same Protocol values. Only the driver differs, so the benchmark
+//!  and the lesson compare exactly one thing: how I/O waits.
+//! ```
+//!
+//! # Where things live
+//!
+//! - [`proto`]: the protocol contract ([`proto::Protocol`], [`proto::Out`]) and the demo
+//!   machines. No sockets, no clocks, no threads.
+//! - [`reactor`]: the non-blocking driver. One turn of its loop is documented step by
+//!   step there.
+//! - [`blocking`]: the threaded and iterative drivers over `std::net`.
+//! - [`demos`]: a demo × a driver → a running server; used by the CLI and the tests.
+//! - [`buf`]: the output buffer and the one write-until-`WouldBlock` loop.
+//! - [`net`]: listener set-up (backlog, `SO_REUSEADDR`) and process facts (fd limit).
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! use sockloop::proto::{Out, PeerError, Protocol};
+//! use sockloop::reactor::Reactor;
+//!
+//! /// Answers every byte with its successor.
+//! struct Shift;
+//!
+//! impl Protocol for Shift {
+//!     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+//!         let shifted: Vec<u8> = input.iter().map(|b| b.wrapping_add(1)).collect();
+//!         out.push(&shifted);
+//!         Ok(input.len())
+//!     }
+//! }
+//!
+//! let mut reactor = Reactor::new()?;
+//! reactor.listen("127.0.0.1:7000".parse().unwrap(), || Shift)?;
+//! let handle = reactor.handle(); // Clone + Send: post work or shut down from elsewhere
+//! # drop(handle);
+//! reactor.run()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Not implemented (yet)
+//!
+//! Timers for protocols and idle timeouts, graceful shutdown with a drain deadline, UDP,
+//! Unix sockets and outgoing connections come next (see the issue tracker); TLS and
+//! multi-threaded reactors are out of scope.
+//!
+//! [mio]: https://docs.rs/mio
+//! [slab]: https://docs.rs/slab
+
+#![warn(missing_docs)]
+
 pub mod blocking;
 pub mod buf;
 pub mod demos;
