@@ -1,11 +1,13 @@
 //! The `sockloop` command: serve a demo, or talk to one.
 
-use clap::{Parser, Subcommand};
-use sockloop::demos::{self, Demo, Driver};
-use sockloop::reactor::Config;
+use clap::{CommandFactory, Parser, Subcommand};
+use sockloop::demos::{self, Demo, Driver, Transport};
+use sockloop::net::Endpoint;
+use sockloop::reactor::{Config, Timeouts};
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// A single-threaded event-loop reactor on mio, and the classic socket demos served
 /// blocking and non-blocking.
@@ -27,12 +29,26 @@ enum Command {
         /// How the server waits for I/O.
         #[arg(long, value_enum, default_value_t = Driver::Reactor)]
         driver: Driver,
-        /// Address to listen on; port 0 picks a free port.
-        #[arg(long, default_value = "127.0.0.1:7000")]
-        addr: SocketAddr,
+        /// The kind of socket to serve on.
+        #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+        transport: Transport,
+        /// Where to listen: IP and port (port 0 picks a free one), or a path for the Unix
+        /// transports. Default: 127.0.0.1:7000, or /tmp/sockloop.sock.
+        #[arg(long)]
+        addr: Option<Endpoint>,
         /// Most connections open at once (reactor driver); more wait in the backlog.
         #[arg(long)]
         max_connections: Option<usize>,
+        /// Close a connection after this many seconds without a byte either way (reactor).
+        #[arg(long, value_name = "SECS")]
+        idle_timeout: Option<f64>,
+        /// Close a connection whose pending output the peer has not read for this many
+        /// seconds (reactor).
+        #[arg(long, value_name = "SECS")]
+        write_stall_timeout: Option<f64>,
+        /// On Ctrl-C, how many seconds connections get to finish (reactor).
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        shutdown_grace: f64,
     },
     /// The interactive client: sends each line of stdin, prints what comes back, exits at
     /// end of input once the server has sent everything.
@@ -40,14 +56,38 @@ enum Command {
         /// The demo to talk to.
         #[arg(value_enum)]
         demo: Demo,
-        /// The server's address.
+        /// The server's address: IP and port, or a path for the Unix transports.
         #[arg(long)]
-        addr: SocketAddr,
+        addr: Endpoint,
+        /// The kind of socket.
+        #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+        transport: Transport,
     },
 }
 
+/// Parses the command line; on a mistake prints what was wrong and the usage, exit 2.
+fn parse_args() -> Cli {
+    Cli::try_parse().unwrap_or_else(|e| {
+        // clap shows the usage for some mistakes (a missing subcommand) but not for a bad
+        // value (`--addr nope`); add it there too.
+        if e.use_stderr() && !e.to_string().contains("Usage:") {
+            let _ = e.print();
+            let mut cmd = Cli::command();
+            cmd.build();
+            let sub = std::env::args().nth(1).unwrap_or_default();
+            let usage = match cmd.find_subcommand_mut(&sub) {
+                Some(s) => s.render_usage(),
+                None => cmd.render_usage(),
+            };
+            eprintln!("\n{usage}\n\nFor more information, try '--help'.");
+            std::process::exit(e.exit_code());
+        }
+        e.exit()
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_args();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_micros()
         .init();
@@ -55,10 +95,38 @@ fn main() -> ExitCode {
         Command::Serve {
             demo,
             driver,
+            transport,
             addr,
             max_connections,
-        } => serve(demo, driver, addr, max_connections),
-        Command::Client { demo, addr } => client(demo, addr),
+            idle_timeout,
+            write_stall_timeout,
+            shutdown_grace,
+        } => seconds(idle_timeout, "--idle-timeout")
+            .and_then(|idle| {
+                let stall = seconds(write_stall_timeout, "--write-stall-timeout")?;
+                let grace = seconds(Some(shutdown_grace), "--shutdown-grace")?;
+                let mut cfg = Config {
+                    timeouts: Timeouts {
+                        idle,
+                        write_stall: stall,
+                    },
+                    shutdown_grace: grace.unwrap_or_default(),
+                    ..Config::default()
+                };
+                if let Some(n) = max_connections {
+                    cfg.max_connections = n.max(1);
+                }
+                Ok(cfg)
+            })
+            .and_then(|cfg| {
+                let at = addr.unwrap_or_else(|| default_addr(transport));
+                serve(demo, driver, transport, at, cfg)
+            }),
+        Command::Client {
+            demo,
+            addr,
+            transport,
+        } => client(demo, transport, &addr),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,20 +137,43 @@ fn main() -> ExitCode {
     }
 }
 
+fn default_addr(transport: Transport) -> Endpoint {
+    match transport {
+        Transport::Tcp | Transport::Udp => Endpoint::Inet(([127, 0, 0, 1], 7000).into()),
+        Transport::Unix | Transport::Unixgram => Endpoint::Unix("/tmp/sockloop.sock".into()),
+    }
+}
+
+fn seconds(value: Option<f64>, flag: &str) -> io::Result<Option<Duration>> {
+    value
+        .map(|s| {
+            Duration::try_from_secs_f64(s).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{flag} takes a non-negative number of seconds, not {s}"),
+                )
+            })
+        })
+        .transpose()
+}
+
 fn serve(
     demo: Demo,
     driver: Driver,
-    addr: SocketAddr,
-    max_connections: Option<usize>,
+    transport: Transport,
+    at: Endpoint,
+    cfg: Config,
 ) -> io::Result<()> {
-    let mut cfg = Config::default();
-    if let Some(n) = max_connections {
-        cfg.max_connections = n.max(1);
-    }
-    let server = demos::spawn(demo, driver, addr, cfg).map_err(|e| {
+    // Install the handlers before anything is announced: a Ctrl-C that arrives right after
+    // the `listening` line must stop the server cleanly, not kill it.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let server = demos::spawn(demo, driver, transport, at.clone(), cfg).map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("cannot serve {} on {addr}: {e}", demo.name()),
+            format!("cannot serve {} over {transport} on {at}: {e}", demo.name()),
         )
     })?;
     {
@@ -93,15 +184,11 @@ fn serve(
         stdout.flush()?;
     }
     log::info!(
-        "serving {} with the {driver} driver; Ctrl-C stops",
+        "serving {} over {transport} with the {driver} driver; Ctrl-C stops",
         demo.name()
     );
 
-    // The first SIGINT/SIGTERM asks the server to stop; a second one exits at once.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
+    // The first SIGINT/SIGTERM asks for a graceful stop; a second one exits at once.
     let sig_handle = signals.handle();
     let stop = server.stopper();
     std::thread::spawn(move || {
@@ -122,11 +209,55 @@ fn serve(
     result
 }
 
-fn client(demo: Demo, addr: SocketAddr) -> io::Result<()> {
+fn client(demo: Demo, transport: Transport, addr: &Endpoint) -> io::Result<()> {
     let Demo::Echo = demo;
-    let stream = TcpStream::connect(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
-    let mut from_server = stream.try_clone()?;
+    transport.check(addr)?;
+    let cannot = |e: io::Error| io::Error::new(e.kind(), format!("cannot reach {addr}: {e}"));
+    match (transport, addr) {
+        (Transport::Tcp, Endpoint::Inet(a)) => {
+            stream_client(std::net::TcpStream::connect(a).map_err(cannot)?)
+        }
+        (Transport::Unix, Endpoint::Unix(p)) => {
+            stream_client(std::os::unix::net::UnixStream::connect(p).map_err(cannot)?)
+        }
+        (Transport::Udp, Endpoint::Inet(a)) => {
+            let any: std::net::SocketAddr = if a.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let sock = std::net::UdpSocket::bind(any)?;
+            sock.connect(a).map_err(cannot)?;
+            sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+            datagram_client(|b| sock.send(b), |b| sock.recv(b))
+        }
+        (Transport::Unixgram, Endpoint::Unix(p)) => {
+            // A Unix datagram client must bind a path of its own, or replies have nowhere
+            // to go.
+            let me =
+                std::env::temp_dir().join(format!("sockloop-client-{}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&me);
+            let sock = std::os::unix::net::UnixDatagram::bind(&me)?;
+            let result = sock
+                .connect(p)
+                .map_err(cannot)
+                .and_then(|()| sock.set_read_timeout(Some(Duration::from_secs(2))))
+                .and_then(|()| datagram_client(|b| sock.send(b), |b| sock.recv(b)));
+            let _ = std::fs::remove_file(&me);
+            result
+        }
+        _ => unreachable!("checked by Transport::check"),
+    }
+}
+
+/// Sends stdin line by line; a second thread prints whatever the server sends.
+fn stream_client<S>(stream: S) -> io::Result<()>
+where
+    S: Read + Write + Send + 'static,
+    for<'a> &'a S: Write,
+    S: TryCloneShutdown,
+{
+    let mut from_server = stream.try_clone_stream()?;
     // Printing what arrives on its own thread keeps the blocking read out of the way of
     // the blocking read of stdin.
     let printer = std::thread::spawn(move || -> io::Result<()> {
@@ -148,8 +279,63 @@ fn client(demo: Demo, addr: SocketAddr) -> io::Result<()> {
         to_server.write_all(line.as_bytes())?;
     }
     // End of input: half-close, then wait for the server to send the rest and close.
-    stream.shutdown(Shutdown::Write)?;
+    stream.shutdown_write()?;
     printer
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("printer thread panicked")))
+}
+
+/// Sends each line of stdin as one datagram and prints the reply (2 s timeout each).
+fn datagram_client(
+    send: impl Fn(&[u8]) -> io::Result<usize>,
+    recv: impl Fn(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut stdout = io::stdout();
+    for line in io::stdin().lock().lines() {
+        send(line?.as_bytes())?;
+        match recv(&mut buf) {
+            Ok(n) => {
+                stdout.write_all(&buf[..n])?;
+                if buf[..n].last() != Some(&b'\n') {
+                    stdout.write_all(b"\n")?;
+                }
+                stdout.flush()?;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                eprintln!("sockloop: no reply within 2 s (datagrams may be lost)");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What the stream client needs beyond `Read + Write`, for TCP and Unix streams alike.
+trait TryCloneShutdown: Sized {
+    fn try_clone_stream(&self) -> io::Result<Self>;
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl TryCloneShutdown for std::net::TcpStream {
+    fn try_clone_stream(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl TryCloneShutdown for std::os::unix::net::UnixStream {
+    fn try_clone_stream(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
 }

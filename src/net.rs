@@ -58,3 +58,111 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
+
+/// Where a stream or datagram socket lives: an IP socket address or a Unix socket path.
+///
+/// Parsed from text by [`Endpoint::parse`]: anything containing a `/` is a path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// An IPv4 or IPv6 address and port.
+    Inet(SocketAddr),
+    /// A Unix domain socket path. Empty for an unnamed socket (a client that never bound).
+    Unix(std::path::PathBuf),
+}
+
+impl Endpoint {
+    /// Parses `127.0.0.1:7000`, `[::1]:7000` or a path such as `/tmp/x.sock` / `./x.sock`.
+    pub fn parse(text: &str) -> Result<Endpoint, String> {
+        if text.contains('/') {
+            Ok(Endpoint::Unix(text.into()))
+        } else {
+            text.parse().map(Endpoint::Inet).map_err(|_| {
+                format!("{text:?} is neither an IP address with a port (127.0.0.1:7000, [::1]:7000) nor a path containing '/'")
+            })
+        }
+    }
+
+    /// The IP socket address, if this is one.
+    pub fn inet(&self) -> Option<SocketAddr> {
+        match self {
+            Endpoint::Inet(a) => Some(*a),
+            Endpoint::Unix(_) => None,
+        }
+    }
+
+    pub(crate) fn from_unix(addr: &std::os::unix::net::SocketAddr) -> Endpoint {
+        Endpoint::Unix(addr.as_pathname().map(Into::into).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Inet(a) => write!(f, "{a}"),
+            Endpoint::Unix(p) if p.as_os_str().is_empty() => f.write_str("(unnamed unix socket)"),
+            Endpoint::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(a: SocketAddr) -> Endpoint {
+        Endpoint::Inet(a)
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Endpoint, String> {
+        Endpoint::parse(s)
+    }
+}
+
+/// Prepares `path` for a Unix socket to bind there.
+///
+/// A socket file left behind by a server that died is *stale*: nothing accepts on it, so
+/// a connect is refused. Such a file is removed. A file some live server still accepts
+/// on, or a file that is not a socket at all, is left alone and reported as an error.
+pub fn clear_stale_unix_socket(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; not touching it",
+                path.display()
+            ),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by a running server", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            log::info!("removing stale socket file {}", path.display());
+            std::fs::remove_file(path)
+        }
+        // A datagram socket file answers a stream connect with "wrong type" (EPROTOTYPE):
+        // probe it with a datagram instead.
+        Err(_) => {
+            let probe = std::os::unix::net::UnixDatagram::unbound()?;
+            match probe.connect(path) {
+                Ok(()) => Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a running server", path.display()),
+                )),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    log::info!("removing stale socket file {}", path.display());
+                    std::fs::remove_file(path)
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}

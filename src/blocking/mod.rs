@@ -10,19 +10,114 @@
 //! Both drive a connection with [`serve_connection`], a plain loop: read (blocks), hand
 //! the bytes to the protocol, write the reply (blocks until the peer has taken it all).
 //!
+//! A protocol's timers ([`Protocol::poll_timeout`]) become the read timeout of the
+//! blocking `read`: when it times out, [`Protocol::handle_timeout`] runs.
+//!
 //! Stopping a blocking server needs help from outside, because a thread blocked in
 //! `accept` or `read` does not look at flags: [`BlockingServer::stop`] sets the flag,
 //! shuts down every open connection (their `read` returns 0) and makes one connection to
 //! the listener so that `accept` returns.
+//!
+//! Datagram protocols get [`serve_datagrams`]: one blocking `recv_from` loop (threads buy
+//! nothing for datagrams, so both modes serve them the same way).
 
-use crate::proto::{Action, Out, Protocol};
+use crate::net::Endpoint;
+use crate::proto::{Action, CloseReason, DatagramProtocol, Out, Protocol};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// A blocking stream socket: TCP or Unix.
+pub trait BlockingStream: Read + Write + Send + 'static {
+    /// Shuts down one or both directions (`shutdown(2)`).
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// Bounds how long `read` blocks (`None`: forever).
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    /// A second handle to the same socket, for [`BlockingServer::stop`] to shut it down.
+    fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>>;
+}
+
+impl BlockingStream for TcpStream {
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        TcpStream::shutdown(self, how)
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, t)
+    }
+    fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+}
+
+impl BlockingStream for UnixStream {
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        UnixStream::shutdown(self, how)
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, t)
+    }
+    fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+}
+
+/// A blocking listening socket: TCP or Unix (whose file is removed on drop).
+pub enum BlockingListener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix stream listener and the path it is bound to.
+    Unix(UnixListener, PathBuf),
+}
+
+impl BlockingListener {
+    /// Binds a listener at `at`: TCP with sockloop's backlog, or a Unix socket path
+    /// (a stale socket file is removed first).
+    pub fn bind(at: &Endpoint) -> io::Result<BlockingListener> {
+        match at {
+            Endpoint::Inet(a) => Ok(BlockingListener::Tcp(crate::net::bind_tcp(*a)?)),
+            Endpoint::Unix(p) => {
+                crate::net::clear_stale_unix_socket(p)?;
+                Ok(BlockingListener::Unix(UnixListener::bind(p)?, p.clone()))
+            }
+        }
+    }
+
+    /// The bound endpoint.
+    pub fn local_addr(&self) -> io::Result<Endpoint> {
+        match self {
+            BlockingListener::Tcp(l) => l.local_addr().map(Endpoint::Inet),
+            BlockingListener::Unix(_, p) => Ok(Endpoint::Unix(p.clone())),
+        }
+    }
+
+    fn accept(&self) -> io::Result<(Box<dyn BlockingStream>, Endpoint)> {
+        match self {
+            BlockingListener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                Ok((Box::new(s), Endpoint::Inet(peer)))
+            }
+            BlockingListener::Unix(l, _) => {
+                let (s, peer) = l.accept()?;
+                Ok((Box::new(s), Endpoint::from_unix(&peer)))
+            }
+        }
+    }
+}
+
+impl Drop for BlockingListener {
+    fn drop(&mut self) {
+        if let BlockingListener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
 
 /// Which blocking driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,11 +135,23 @@ pub type Factory = Arc<dyn Fn() -> Box<dyn Protocol + Send> + Send + Sync>;
 pub const LINGER: Duration = Duration::from_secs(2);
 
 /// Drives one connection to its end with blocking I/O, following the
-/// [protocol contract](crate::proto). Returns when either side has closed.
-pub fn serve_connection<P: Protocol + ?Sized>(
-    stream: &mut TcpStream,
-    proto: &mut P,
-) -> io::Result<()> {
+/// [protocol contract](crate::proto). Returns how it ended once either side has closed;
+/// the protocol has been told the same through [`Protocol::handle_close`].
+pub fn serve_connection<S, P>(stream: &mut S, proto: &mut P) -> CloseReason
+where
+    S: BlockingStream + ?Sized,
+    P: Protocol + ?Sized,
+{
+    let reason = drive(stream, proto).unwrap_or_else(|e| CloseReason::Io(e.kind()));
+    proto.handle_close(&reason);
+    reason
+}
+
+fn drive<S, P>(stream: &mut S, proto: &mut P) -> io::Result<CloseReason>
+where
+    S: BlockingStream + ?Sized,
+    P: Protocol + ?Sized,
+{
     let mut buf = vec![0u8; 64 * 1024];
     let mut input: Vec<u8> = Vec::new();
     let mut output = Vec::new();
@@ -52,6 +159,7 @@ pub fn serve_connection<P: Protocol + ?Sized>(
     let mut out = Out::new(&mut output, Instant::now());
     proto.handle_open(&mut out);
     let mut action = out.action();
+    let mut timeout_set = None;
     loop {
         if action != Action::Abort {
             stream.write_all(&output)?;
@@ -60,22 +168,48 @@ pub fn serve_connection<P: Protocol + ?Sized>(
         match action {
             Action::Continue => {}
             Action::CloseAfterFlush => return linger_close(stream, &mut buf),
-            Action::Abort => return Ok(()),
+            Action::Abort => return Ok(CloseReason::Aborted),
+        }
+        // The protocol's next deadline bounds the blocking read.
+        let deadline = proto.poll_timeout();
+        let wait = deadline.map(|d| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        if wait != timeout_set {
+            stream.set_read_timeout(wait)?;
+            timeout_set = wait;
         }
         let n = match stream.read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let mut out = Out::new(&mut output, Instant::now());
+                if deadline.is_some_and(|d| d <= out.now()) {
+                    proto.handle_timeout(&mut out);
+                }
+                action = out.action();
+                continue;
+            }
             Err(e) => return Err(e),
         };
         let mut out = Out::new(&mut output, Instant::now());
         if n == 0 {
-            if let Err(e) = proto.handle_eof(&input, &mut out) {
-                log::debug!("{e}");
-            }
-            if out.action() != Action::Abort {
+            let result = proto.handle_eof(&input, &mut out);
+            let aborted = out.action() == Action::Abort;
+            if !aborted {
                 stream.write_all(&output)?;
             }
-            return Ok(());
+            return Ok(match result {
+                Err(e) => CloseReason::PeerError(e.reason().to_string()),
+                Ok(()) if aborted => CloseReason::Aborted,
+                Ok(()) => CloseReason::PeerClosed,
+            });
         }
         input.extend_from_slice(&buf[..n]);
         match proto.handle_input(&input, &mut out) {
@@ -96,15 +230,128 @@ pub fn serve_connection<P: Protocol + ?Sized>(
 
 /// Sends FIN, then reads and discards until the peer's FIN (or [`LINGER`]), so unread
 /// input does not make the kernel reset the connection under our last reply.
-fn linger_close(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
+fn linger_close<S: BlockingStream + ?Sized>(
+    stream: &mut S,
+    buf: &mut [u8],
+) -> io::Result<CloseReason> {
     stream.shutdown(Shutdown::Write)?;
     stream.set_read_timeout(Some(LINGER))?;
-    while let Ok(n) = stream.read(buf) {
-        if n == 0 {
-            break;
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return Ok(CloseReason::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Ok(CloseReason::LingerTimeout),
+        }
+    }
+}
+
+/// Serves a datagram protocol on a blocking socket until `stop` is set (checked between
+/// datagrams; the socket's read timeout bounds the wait) or the socket fails.
+pub fn serve_datagrams<P: DatagramProtocol + ?Sized>(
+    sock: &BlockingDatagram,
+    proto: &mut P,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut replies = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(pair) => pair,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                log::debug!("recv_from: {e}");
+                continue;
+            }
+        };
+        if n >= buf.len() {
+            log::warn!(
+                "dropped a datagram from {from}: larger than {} bytes",
+                buf.len()
+            );
+            continue;
+        }
+        proto.handle_datagram(&from, &buf[..n], Instant::now(), &mut replies);
+        for t in replies.drain(..) {
+            if let Err(e) = sock.send_to(&t.bytes, &t.to) {
+                log::debug!("send_to {}: {e}", t.to);
+            }
         }
     }
     Ok(())
+}
+
+/// A blocking datagram socket: UDP or Unix datagram (whose file is removed on drop).
+pub enum BlockingDatagram {
+    /// A UDP socket.
+    Udp(std::net::UdpSocket),
+    /// A Unix datagram socket and the path it is bound to.
+    Unix(UnixDatagram, PathBuf),
+}
+
+impl BlockingDatagram {
+    /// Binds at `at`, with a read timeout of `poll` so a stop request is noticed.
+    pub fn bind(at: &Endpoint, poll: Duration) -> io::Result<BlockingDatagram> {
+        let sock = match at {
+            Endpoint::Inet(a) => BlockingDatagram::Udp(std::net::UdpSocket::bind(a)?),
+            Endpoint::Unix(p) => {
+                crate::net::clear_stale_unix_socket(p)?;
+                BlockingDatagram::Unix(UnixDatagram::bind(p)?, p.clone())
+            }
+        };
+        match &sock {
+            BlockingDatagram::Udp(s) => s.set_read_timeout(Some(poll))?,
+            BlockingDatagram::Unix(s, _) => s.set_read_timeout(Some(poll))?,
+        }
+        Ok(sock)
+    }
+
+    /// The bound endpoint.
+    pub fn local_addr(&self) -> io::Result<Endpoint> {
+        match self {
+            BlockingDatagram::Udp(s) => s.local_addr().map(Endpoint::Inet),
+            BlockingDatagram::Unix(_, p) => Ok(Endpoint::Unix(p.clone())),
+        }
+    }
+
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Endpoint)> {
+        match self {
+            BlockingDatagram::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Endpoint::Inet(a))),
+            BlockingDatagram::Unix(s, _) => {
+                s.recv_from(buf).map(|(n, a)| (n, Endpoint::from_unix(&a)))
+            }
+        }
+    }
+
+    fn send_to(&self, bytes: &[u8], to: &Endpoint) -> io::Result<usize> {
+        match (self, to) {
+            (BlockingDatagram::Udp(s), Endpoint::Inet(a)) => s.send_to(bytes, a),
+            (BlockingDatagram::Unix(s, _), Endpoint::Unix(p)) if !p.as_os_str().is_empty() => {
+                s.send_to(bytes, p)
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot answer {to} from this socket"),
+            )),
+        }
+    }
+}
+
+impl Drop for BlockingDatagram {
+    fn drop(&mut self) {
+        if let BlockingDatagram::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Counters of a blocking server.
@@ -119,20 +366,20 @@ pub struct BlockingStats {
 struct Inner {
     stop: AtomicBool,
     /// A clone of every open connection's stream, so `stop` can shut them down.
-    open: Mutex<HashMap<u64, TcpStream>>,
+    open: Mutex<HashMap<u64, Box<dyn BlockingStream>>>,
     stats: BlockingStats,
 }
 
 /// A running blocking server (threaded or iterative).
 pub struct BlockingServer {
-    addr: SocketAddr,
+    addr: Endpoint,
     inner: Arc<Inner>,
     accept_thread: Option<JoinHandle<()>>,
 }
 
 impl BlockingServer {
     /// Starts serving `listener` in `mode` on a new accept thread.
-    pub fn spawn(listener: TcpListener, mode: Mode, factory: Factory) -> io::Result<Self> {
+    pub fn spawn(listener: BlockingListener, mode: Mode, factory: Factory) -> io::Result<Self> {
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             stop: AtomicBool::new(false),
@@ -143,7 +390,7 @@ impl BlockingServer {
         let accept_thread = std::thread::Builder::new()
             .name(format!("{mode:?}-accept").to_lowercase())
             .spawn(move || accept_loop(listener, mode, factory, shared))?;
-        log::info!("listening on tcp {addr} ({mode:?} driver)");
+        log::info!("listening on {addr} ({mode:?} driver)");
         Ok(BlockingServer {
             addr,
             inner,
@@ -152,8 +399,8 @@ impl BlockingServer {
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+    pub fn local_addr(&self) -> &Endpoint {
+        &self.addr
     }
 
     /// Counters so far.
@@ -164,13 +411,13 @@ impl BlockingServer {
     /// A `Send` closure that stops this server; see [`BlockingServer::stop`].
     pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
         let inner = Arc::clone(&self.inner);
-        let addr = self.addr;
-        move || stop(&inner, addr)
+        let addr = self.addr.clone();
+        move || stop(&inner, &addr)
     }
 
     /// Stops accepting and closes every open connection. Idempotent.
     pub fn stop(&self) {
-        stop(&self.inner, self.addr)
+        stop(&self.inner, &self.addr)
     }
 
     /// Waits for the accept thread to finish (after [`BlockingServer::stop`]).
@@ -192,7 +439,7 @@ impl Drop for BlockingServer {
     }
 }
 
-fn stop(inner: &Inner, addr: SocketAddr) {
+fn stop(inner: &Inner, addr: &Endpoint) {
     if inner.stop.swap(true, Ordering::SeqCst) {
         return;
     }
@@ -205,20 +452,25 @@ fn stop(inner: &Inner, addr: SocketAddr) {
         let _ = stream.shutdown(Shutdown::Both);
     }
     // The accept thread is blocked in accept(): a connection of our own wakes it.
-    let wake = match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
+    match addr {
+        Endpoint::Inet(a) => {
+            let mut wake = *a;
+            if wake.ip().is_unspecified() {
+                wake.set_ip(match wake {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        Endpoint::Unix(p) => {
+            let _ = UnixStream::connect(p);
         }
-        a => a,
-    };
-    let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    }
     log::info!("blocking server on {addr} stopped");
 }
 
-fn accept_loop(listener: TcpListener, mode: Mode, factory: Factory, inner: Arc<Inner>) {
+fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: Arc<Inner>) {
     let mut next_id = 0u64;
     loop {
         let (stream, peer) = match listener.accept() {
@@ -242,8 +494,7 @@ fn accept_loop(listener: TcpListener, mode: Mode, factory: Factory, inner: Arc<I
         let id = next_id;
         inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
         log::debug!("accept {peer} as conn {id}");
-        let _ = stream.set_nodelay(true);
-        if let Ok(clone) = stream.try_clone() {
+        if let Ok(clone) = stream.try_clone_boxed() {
             inner
                 .open
                 .lock()
@@ -255,11 +506,13 @@ fn accept_loop(listener: TcpListener, mode: Mode, factory: Factory, inner: Arc<I
             Mode::Iterative => run_one(stream, peer, id, proto, &inner),
             Mode::Threaded => {
                 let inner2 = Arc::clone(&inner);
+                let who = peer.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("conn-{id}"))
                     .spawn(move || run_one(stream, peer, id, proto, &inner2));
+                // A failed spawn drops the closure and with it the stream: closed.
                 if let Err(e) = spawned {
-                    log::warn!("cannot start a thread for {peer}: {e}; closing it");
+                    log::warn!("cannot start a thread for {who}: {e}; closing it");
                     forget(&inner, id);
                 }
             }
@@ -268,16 +521,14 @@ fn accept_loop(listener: TcpListener, mode: Mode, factory: Factory, inner: Arc<I
 }
 
 fn run_one(
-    mut stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: Box<dyn BlockingStream>,
+    peer: Endpoint,
     id: u64,
     mut proto: Box<dyn Protocol + Send>,
     inner: &Inner,
 ) {
-    match serve_connection(&mut stream, &mut proto) {
-        Ok(()) => log::debug!("close {peer} (conn {id})"),
-        Err(e) => log::debug!("close {peer} (conn {id}): {e} ({:?})", e.kind()),
-    }
+    let reason = serve_connection(&mut *stream, &mut *proto);
+    log::debug!("close {peer} (conn {id}): {reason}");
     forget(inner, id);
 }
 

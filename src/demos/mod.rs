@@ -1,19 +1,22 @@
-//! Wiring: a demo × a driver → a running server. Shared by the CLI, the tests and the
-//! benchmarks, so all three start servers the same way.
+//! Wiring: a demo × a driver × a transport → a running server. Shared by the CLI, the
+//! tests and the benchmarks, so all three start servers the same way.
 
-use crate::blocking::{BlockingServer, Factory, Mode};
-use crate::proto::{echo::Echo, Protocol};
+use crate::blocking::{self, BlockingDatagram, BlockingListener, BlockingServer, Factory, Mode};
+use crate::net::Endpoint;
+use crate::proto::echo::{DatagramEcho, Echo};
+use crate::proto::{DatagramProtocol, Protocol};
 use crate::reactor::{Config, Reactor};
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// The demos sockloop can serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Demo {
-    /// Sends every byte back.
+    /// Sends every byte (or datagram) back.
     Echo,
 }
 
@@ -25,9 +28,15 @@ impl Demo {
         }
     }
 
-    fn make(self) -> Box<dyn Protocol + Send> {
+    fn stream(self) -> Box<dyn Protocol + Send> {
         match self {
             Demo::Echo => Box::new(Echo),
+        }
+    }
+
+    fn datagram(self) -> Box<dyn DatagramProtocol + Send> {
+        match self {
+            Demo::Echo => Box::new(DatagramEcho),
         }
     }
 }
@@ -53,15 +62,74 @@ impl fmt::Display for Driver {
     }
 }
 
+/// Which kind of socket a demo is served on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// TCP streams (AF_INET/AF_INET6, SOCK_STREAM).
+    Tcp,
+    /// UDP datagrams (AF_INET/AF_INET6, SOCK_DGRAM).
+    Udp,
+    /// Unix domain streams at a path (AF_UNIX, SOCK_STREAM).
+    Unix,
+    /// Unix domain datagrams at a path (AF_UNIX, SOCK_DGRAM).
+    Unixgram,
+}
+
+impl Transport {
+    /// The name used in `listening` lines and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Unix => "unix",
+            Transport::Unixgram => "unixgram",
+        }
+    }
+
+    /// Returns true if and only if this transport carries datagrams.
+    pub fn is_datagram(self) -> bool {
+        matches!(self, Transport::Udp | Transport::Unixgram)
+    }
+
+    /// Checks that `at` is the kind of address this transport binds.
+    pub fn check(self, at: &Endpoint) -> io::Result<()> {
+        let unix = matches!(self, Transport::Unix | Transport::Unixgram);
+        match (unix, at) {
+            (false, Endpoint::Inet(_)) | (true, Endpoint::Unix(_)) => Ok(()),
+            (false, Endpoint::Unix(p)) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--transport {} needs an IP address and port, not the path {}",
+                    self.name(),
+                    p.display()
+                ),
+            )),
+            (true, Endpoint::Inet(a)) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--transport {} needs a socket path (such as /tmp/sockloop.sock), not {a}",
+                    self.name()
+                ),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One bound socket of a running server, printed as `listening <demo> <transport> <addr>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listening {
     /// The demo served there.
     pub demo: &'static str,
-    /// `tcp`, `udp` or `unix`.
-    pub transport: &'static str,
+    /// The kind of socket.
+    pub transport: Transport,
     /// The bound address (with the real port when port 0 was asked for).
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
 }
 
 impl fmt::Display for Listening {
@@ -87,7 +155,9 @@ impl Server {
         &self.listening
     }
 
-    /// A `Send` closure that asks the server to stop (for a signal-handling thread).
+    /// A `Send` closure that asks the server to stop (for a signal-handling thread). With
+    /// the reactor driver the first call starts a graceful shutdown and a second one
+    /// closes everything at once.
     pub fn stopper(&self) -> Arc<dyn Fn() + Send + Sync> {
         Arc::clone(&self.stop)
     }
@@ -111,14 +181,29 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
             (self.stop)();
+            (self.stop)();
             let _ = t.join();
         }
     }
 }
 
-/// Starts `demo` on `addr` with `driver`. Bind errors are returned here, before any
-/// thread is left running.
-pub fn spawn(demo: Demo, driver: Driver, addr: SocketAddr, cfg: Config) -> io::Result<Server> {
+/// Starts `demo` on `at` over `transport` with `driver`. Bind errors are returned here,
+/// before any thread is left running.
+pub fn spawn(
+    demo: Demo,
+    driver: Driver,
+    transport: Transport,
+    at: Endpoint,
+    cfg: Config,
+) -> io::Result<Server> {
+    transport.check(&at)?;
+    let listening = |addr| {
+        vec![Listening {
+            demo: demo.name(),
+            transport,
+            addr,
+        }]
+    };
     match driver {
         Driver::Reactor => {
             let (tx, rx) = mpsc::channel();
@@ -126,36 +211,50 @@ pub fn spawn(demo: Demo, driver: Driver, addr: SocketAddr, cfg: Config) -> io::R
                 .name("reactor".into())
                 .spawn(move || {
                     // Built on its own thread: protocols need not be Send to live in it.
-                    let mut reactor = match Reactor::with_config(cfg) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return Ok(());
-                        }
-                    };
-                    match reactor.listen(addr, move || demo.make()) {
-                        Ok(bound) => {
+                    let bound = Reactor::with_config(cfg).and_then(|mut reactor| {
+                        let bound = if transport.is_datagram() {
+                            reactor.bind_datagram(&at, demo.datagram())?.1
+                        } else {
+                            let timeouts = reactor.config().timeouts.clone();
+                            reactor.listen_with(&at, timeouts, move || demo.stream())?
+                        };
+                        Ok((reactor, bound))
+                    });
+                    match bound {
+                        Ok((mut reactor, bound)) => {
                             let _ = tx.send(Ok((bound, reactor.handle())));
+                            reactor.run()
                         }
                         Err(e) => {
                             let _ = tx.send(Err(e));
-                            return Ok(());
+                            Ok(())
                         }
                     }
-                    reactor.run()
                 })?;
             let (bound, handle) = rx
                 .recv()
                 .map_err(|_| io::Error::other("reactor thread died while starting"))??;
             Ok(Server {
-                listening: vec![Listening {
-                    demo: demo.name(),
-                    transport: "tcp",
-                    addr: bound,
-                }],
+                listening: listening(bound),
                 stop: Arc::new(move || {
                     let _ = handle.shutdown();
                 }),
+                thread: Some(thread),
+            })
+        }
+        Driver::Threaded | Driver::Iterative if transport.is_datagram() => {
+            // Datagrams need no per-peer thread: both blocking modes run one recv loop.
+            let sock = BlockingDatagram::bind(&at, Duration::from_millis(100))?;
+            let bound = sock.local_addr()?;
+            log::info!("bound datagram socket {bound} ({driver} driver)");
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
+                .name("datagram".into())
+                .spawn(move || blocking::serve_datagrams(&sock, &mut *demo.datagram(), &flag))?;
+            Ok(Server {
+                listening: listening(bound),
+                stop: Arc::new(move || stop.store(true, Ordering::SeqCst)),
                 thread: Some(thread),
             })
         }
@@ -165,13 +264,9 @@ pub fn spawn(demo: Demo, driver: Driver, addr: SocketAddr, cfg: Config) -> io::R
             } else {
                 Mode::Iterative
             };
-            let factory: Factory = Arc::new(move || demo.make());
-            let server = BlockingServer::spawn(crate::net::bind_tcp(addr)?, mode, factory)?;
-            let listening = vec![Listening {
-                demo: demo.name(),
-                transport: "tcp",
-                addr: server.local_addr(),
-            }];
+            let factory: Factory = Arc::new(move || demo.stream());
+            let server = BlockingServer::spawn(BlockingListener::bind(&at)?, mode, factory)?;
+            let bound = server.local_addr().clone();
             let stop = server.stopper();
             let thread = std::thread::Builder::new()
                 .name("blocking-server".into())
@@ -180,7 +275,7 @@ pub fn spawn(demo: Demo, driver: Driver, addr: SocketAddr, cfg: Config) -> io::R
                     Ok(())
                 })?;
             Ok(Server {
-                listening,
+                listening: listening(bound),
                 stop: Arc::new(stop),
                 thread: Some(thread),
             })

@@ -1,9 +1,12 @@
 //! Echo: every byte that arrives is sent back, unchanged and in order.
 //!
 //! The smallest protocol there is, and the one the reactor's tests and benchmarks use:
-//! it has a single state, so whatever a test observes is the driver's doing.
+//! it has a single state, so whatever a test observes is the driver's doing. [`DatagramEcho`]
+//! is its twin for datagram sockets: each datagram goes back to its sender.
 
-use super::{Out, PeerError, Protocol};
+use super::{DatagramProtocol, Out, PeerError, Protocol, Transmit};
+use crate::net::Endpoint;
+use std::time::Instant;
 
 /// The echo machine. It has no state: each call returns its input to the sink whole.
 #[derive(Clone, Copy, Debug, Default)]
@@ -13,6 +16,25 @@ impl Protocol for Echo {
     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
         out.push(input);
         Ok(input.len())
+    }
+}
+
+/// The datagram echo machine: each datagram is sent back, whole, to whoever sent it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DatagramEcho;
+
+impl DatagramProtocol for DatagramEcho {
+    fn handle_datagram(
+        &mut self,
+        from: &Endpoint,
+        bytes: &[u8],
+        _: Instant,
+        out: &mut Vec<Transmit>,
+    ) {
+        out.push(Transmit {
+            to: from.clone(),
+            bytes: bytes.to_vec(),
+        });
     }
 }
 

@@ -22,6 +22,14 @@
 //!    keeping whatever the socket refused for later, and obeys [`Out::action`].
 //! 5. A `PeerError` from any call closes the connection after the output written so far
 //!    has been sent.
+//! 6. After every call, the driver asks [`Protocol::poll_timeout`] when the machine next
+//!    wants to be woken; once that time has come it calls [`Protocol::handle_timeout`].
+//!    Timers may fire late, never early: a machine checks `out.now()` against its own
+//!    deadlines.
+//! 7. When the server shuts down gracefully, [`Protocol::handle_shutdown`] is called once;
+//!    the default closes the connection after its output is sent.
+//! 8. Finally, [`Protocol::handle_close`] says how the connection ended, whatever the
+//!    reason, once. No call follows it.
 //!
 //! Output goes into a sink the driver lends ([`Out`]) rather than being polled out of the
 //! machine afterwards: the reactor lends one buffer owned by the loop to every connection,
@@ -45,6 +53,9 @@ pub mod echo;
 
 pub use crate::error::PeerError;
 
+use crate::net::Endpoint;
+use std::fmt;
+use std::io;
 use std::time::Instant;
 
 /// What a protocol asks its driver to do with the connection besides sending bytes.
@@ -139,6 +150,25 @@ pub trait Protocol {
     /// bytes were consumed (at most `input.len()`); the rest are presented again later.
     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError>;
 
+    /// When the machine next wants [`Protocol::handle_timeout`], if ever. Asked after every
+    /// call; keep it cheap.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The time returned by [`Protocol::poll_timeout`] has come (`out.now()` is at or past
+    /// it).
+    fn handle_timeout(&mut self, _out: &mut Out<'_>) {}
+
+    /// The server is shutting down gracefully. The default asks to close once the output
+    /// already queued has been sent; a machine in the middle of a reply may finish it first.
+    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
+        out.close();
+    }
+
+    /// The connection has ended, for `reason`. The last call the machine receives.
+    fn handle_close(&mut self, _reason: &CloseReason) {}
+
     /// The peer closed its sending side; `rest` holds the bytes never consumed. After this
     /// the driver sends what is queued and closes. The default accepts a clean end and
     /// calls any unconsumed rest a truncated message.
@@ -158,10 +188,113 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     fn handle_open(&mut self, out: &mut Out<'_>) {
         (**self).handle_open(out)
     }
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+    fn handle_timeout(&mut self, out: &mut Out<'_>) {
+        (**self).handle_timeout(out)
+    }
+    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
+        (**self).handle_shutdown(out)
+    }
+    fn handle_close(&mut self, reason: &CloseReason) {
+        (**self).handle_close(reason)
+    }
     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
         (**self).handle_input(input, out)
     }
     fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
         (**self).handle_eof(rest, out)
+    }
+}
+
+/// How a connection ended, as told to [`Protocol::handle_close`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed first (its FIN), and everything owed to it was sent.
+    PeerClosed,
+    /// We closed (the protocol asked, or the server shut down) and the peer acknowledged.
+    Closed,
+    /// The protocol aborted the connection.
+    Aborted,
+    /// The peer broke the protocol (the reason is logged).
+    PeerError(String),
+    /// The peer sent more unconsumed input than the driver keeps.
+    InputLimit,
+    /// The peer read too slowly: more output was queued than the driver keeps.
+    OutputLimit,
+    /// No bytes moved either way for the idle timeout.
+    IdleTimeout,
+    /// Output was pending and the peer took none of it for the write-stall timeout.
+    WriteStall,
+    /// After our FIN the peer did not close within the linger time.
+    LingerTimeout,
+    /// An outgoing connect failed (refused, unreachable, ...).
+    ConnectFailed(io::ErrorKind),
+    /// An outgoing connect did not complete within its timeout.
+    ConnectTimeout,
+    /// A read or write failed (reset by the peer, broken pipe, ...).
+    Io(io::ErrorKind),
+    /// The server stopped before the connection finished on its own.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed, all output sent"),
+            CloseReason::Closed => f.write_str("closed by us, peer acknowledged with FIN"),
+            CloseReason::Aborted => f.write_str("aborted by the protocol"),
+            CloseReason::PeerError(e) => write!(f, "peer error: {e}"),
+            CloseReason::InputLimit => f.write_str("unconsumed input over the limit"),
+            CloseReason::OutputLimit => {
+                f.write_str("output over the limit: the peer is not reading")
+            }
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::WriteStall => f.write_str("write stalled: the peer is not reading"),
+            CloseReason::LingerTimeout => f.write_str("peer did not close after our FIN"),
+            CloseReason::ConnectFailed(k) => write!(f, "connect failed: {}", io::Error::from(*k)),
+            CloseReason::ConnectTimeout => f.write_str("connect timed out"),
+            CloseReason::Io(k) => write!(f, "I/O error: {}", io::Error::from(*k)),
+            CloseReason::Shutdown => f.write_str("server shut down"),
+        }
+    }
+}
+
+/// A datagram to send: where to, and its bytes.
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The destination.
+    pub to: Endpoint,
+    /// The datagram's payload.
+    pub bytes: Vec<u8>,
+}
+
+/// A datagram protocol (UDP or Unix datagram), as a state machine driven by datagrams.
+///
+/// Each datagram arrives whole, with its sender; replies are [`Transmit`]s pushed into
+/// `out`, sent in order. There is no connection, so no open/close: a machine serves every
+/// peer of its socket.
+pub trait DatagramProtocol {
+    /// A datagram of `bytes` arrived from `from` at time `now`.
+    fn handle_datagram(
+        &mut self,
+        from: &Endpoint,
+        bytes: &[u8],
+        now: Instant,
+        out: &mut Vec<Transmit>,
+    );
+}
+
+impl<P: DatagramProtocol + ?Sized> DatagramProtocol for Box<P> {
+    fn handle_datagram(
+        &mut self,
+        from: &Endpoint,
+        bytes: &[u8],
+        now: Instant,
+        out: &mut Vec<Transmit>,
+    ) {
+        (**self).handle_datagram(from, bytes, now, out)
     }
 }

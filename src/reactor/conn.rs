@@ -3,11 +3,12 @@
 //! # Lifecycle
 //!
 //! ```text
-//!            accept()                     peer's FIN (read returns 0)
-//!   ───────────────────▶  Open  ─────────────────────────────────▶  PeerClosed
-//!                          │                                           │ output drained
-//!        protocol asks to  │                                           ▼ close(): our FIN
-//!        close / PeerError ▼                                         Closed
+//!   connect() ──▶ Connecting ── WRITABLE, SO_ERROR clear ──┐     (refused / timeout: Closed)
+//!            accept()                                      ▼
+//!   ───────────────────────────────────────────────────▶  Open ── peer's FIN ──▶ PeerClosed
+//!                          │                                         │ output drained
+//!        protocol asks to  │                                         ▼ close(): our FIN
+//!        close / PeerError ▼                                       Closed
 //!                        Closing ── output drained: shutdown(Write) ──▶ Draining
 //!                          │ peer's FIN first: behaves as PeerClosed     │ peer's FIN,
 //!                          ▼                                             │ or linger timeout
@@ -17,28 +18,40 @@
 //! ```
 //!
 //! Invariants:
-//! - `Closed` is entered once, through [`Conn::set_phase`], which also queues the slot
-//!   for reaping at the end of the turn; no I/O happens on a `Closed` connection.
+//! - `Closed` is entered once, through [`Conn::close`], which tells the protocol why
+//!   (`handle_close`) and queues the slot for reaping at the end of the turn; no I/O
+//!   happens on a `Closed` connection.
+//! - A connection has at most one deadline that matters (the earliest of its connect or
+//!   linger deadline, idle and write-stall timeouts and its protocol's `poll_timeout`);
+//!   a timer is armed only when that deadline moves *earlier* than the one already armed,
+//!   so activity that pushes an idle deadline later costs no timer operation.
 //! - The protocol sees input only while `Open`; after `Closing` it is never called again.
 //! - `out` never holds more than the configured output limit: above it the connection
 //!   is closed rather than allowed to grow.
 //! - Registered interest is derived from the state ([`Conn::interest`]), never set by hand:
 //!   READABLE always, WRITABLE exactly while `out` is non-empty.
 
+use super::stream::Stream;
+use super::timers::TimerKind;
 use super::token::Tag;
-use super::Core;
+use super::{Core, Timeouts};
 use crate::buf::{write_nb, OutBuf};
-use crate::proto::{Action, Out, Protocol};
-use mio::net::TcpStream;
+use crate::net::Endpoint;
+use crate::proto::{Action, CloseReason, Out, Protocol};
 use mio::{Interest, Registry};
 use std::fmt;
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::time::Instant;
 
 /// Where a connection is in its life. Named after what the socket is doing; the TCP state
 /// each corresponds to is in the `Display` text and in ARCHITECTURE.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// Our SYN is sent (a non-blocking connect returned `EINPROGRESS`); waiting for
+    /// WRITABLE, then `SO_ERROR` tells success from failure (TCP SYN_SENT).
+    Connecting,
     /// Both directions open: bytes flow to the protocol and back (TCP ESTABLISHED).
     Open,
     /// The peer sent FIN; we still send what we owe, then close (TCP CLOSE_WAIT).
@@ -57,6 +70,7 @@ pub enum Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Phase::Connecting => "Connecting (SYN_SENT)",
             Phase::Open => "Open (ESTABLISHED)",
             Phase::PeerClosed => "PeerClosed (CLOSE_WAIT)",
             Phase::Closing => "Closing (flushing before FIN)",
@@ -87,8 +101,8 @@ impl Readiness {
 }
 
 pub(crate) struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: Stream,
+    peer: Endpoint,
     proto: Box<dyn Protocol>,
     phase: Phase,
     /// Bytes read but not yet consumed by the protocol (a partial message).
@@ -103,23 +117,50 @@ pub(crate) struct Conn {
     fin_seen: bool,
     /// Reading is suspended because `out` reached the high-water mark.
     paused: bool,
+    /// The slot is on the revisit list for next turn: it spent its read budget this turn
+    /// and must not read again before then, even if a new edge arrives.
+    revisit_queued: bool,
     /// The interest currently registered with the poller.
     registered: Interest,
+    /// Idle and write-stall timeouts, shared with the listener that accepted us.
+    timeouts: Rc<Timeouts>,
+    /// When a byte last moved either way (for the idle timeout).
+    last_io: Instant,
+    /// When the socket last took output, or output became pending (for the write stall).
+    last_write: Instant,
+    /// The connect deadline while `Connecting`, the linger deadline while `Draining`.
+    phase_deadline: Option<Instant>,
+    /// The earliest deadline for which a timer is armed in the heap.
+    pub armed: Option<Instant>,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, proto: Box<dyn Protocol>) -> Conn {
+    /// A connection in `phase` (`Open` when accepted, `Connecting` when we dialled).
+    pub fn new(
+        stream: Stream,
+        peer: Endpoint,
+        proto: Box<dyn Protocol>,
+        phase: Phase,
+        timeouts: Rc<Timeouts>,
+        now: Instant,
+    ) -> Conn {
         Conn {
             stream,
             peer,
             proto,
-            phase: Phase::Open,
+            phase,
             input: Vec::new(),
             out: OutBuf::new(),
             read_ready: false,
             fin_seen: false,
             paused: false,
-            registered: Interest::READABLE,
+            revisit_queued: false,
+            registered: Conn::interest_for(phase, false),
+            timeouts,
+            last_io: now,
+            last_write: now,
+            phase_deadline: None,
+            armed: None,
         }
     }
 
@@ -127,12 +168,17 @@ impl Conn {
         self.phase
     }
 
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
+    pub fn peer(&self) -> &Endpoint {
+        &self.peer
     }
 
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub fn stream_mut(&mut self) -> &mut Stream {
         &mut self.stream
+    }
+
+    /// Sets the deadline for the current phase (a connect timeout).
+    pub fn set_phase_deadline(&mut self, at: Option<Instant>) {
+        self.phase_deadline = at;
     }
 
     pub fn buffered_output(&self) -> usize {
@@ -141,10 +187,100 @@ impl Conn {
 
     /// The interest this connection needs now.
     pub fn interest(&self) -> Interest {
-        if self.out.is_empty() {
-            Interest::READABLE
-        } else {
+        Conn::interest_for(self.phase, !self.out.is_empty())
+    }
+
+    fn interest_for(phase: Phase, pending: bool) -> Interest {
+        // A connect completes (or fails) with WRITABLE; otherwise WRITABLE is wanted
+        // exactly while output waits.
+        if pending || phase == Phase::Connecting {
             Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    /// The earliest time this connection needs attention, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut at = self.phase_deadline;
+        let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        if self.phase == Phase::Open {
+            if let Some(t) = self.proto.poll_timeout() {
+                earliest(t);
+            }
+        }
+        if self.phase != Phase::Connecting {
+            if let Some(idle) = self.timeouts.idle {
+                earliest(self.last_io + idle);
+            }
+        }
+        if !self.out.is_empty() {
+            if let Some(stall) = self.timeouts.write_stall {
+                earliest(self.last_write + stall);
+            }
+        }
+        at
+    }
+
+    /// A timer for this connection fired: act on whichever deadline has passed.
+    pub fn on_timer(&mut self, tag: Tag, core: &mut Core) {
+        let now = core.now;
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(self.phase_deadline) {
+            match self.phase {
+                Phase::Connecting => {
+                    core.stats.connect_failures += 1;
+                    return self.close(tag, core, CloseReason::ConnectTimeout);
+                }
+                Phase::Draining => return self.close(tag, core, CloseReason::LingerTimeout),
+                _ => {}
+            }
+        }
+        if self.phase == Phase::Closed || self.phase == Phase::Connecting {
+            return;
+        }
+        if due(self.timeouts.idle.map(|d| self.last_io + d)) {
+            core.stats.timeouts += 1;
+            return self.close(tag, core, CloseReason::IdleTimeout);
+        }
+        if !self.out.is_empty() && due(self.timeouts.write_stall.map(|d| self.last_write + d)) {
+            core.stats.timeouts += 1;
+            return self.close(tag, core, CloseReason::WriteStall);
+        }
+        if self.phase == Phase::Open && due(self.proto.poll_timeout()) {
+            core.scratch.clear();
+            let mut out = Out::new(&mut core.scratch, now);
+            self.proto.handle_timeout(&mut out);
+            let action = out.action();
+            self.send_scratch(tag, core, action);
+        }
+    }
+
+    /// Arms a timer if this connection's deadline is now earlier than the one armed.
+    pub fn arm_deadline(&mut self, tag: Tag, core: &mut Core) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if let Some(at) = self.deadline() {
+            if self.armed.map_or(true, |armed| at < armed) {
+                core.timers.arm(at, TimerKind::Conn(tag));
+                self.armed = Some(at);
+            }
+        }
+    }
+
+    /// Graceful shutdown of the server: let the protocol finish, or give up on a connect.
+    pub fn shutdown(&mut self, tag: Tag, core: &mut Core) {
+        match self.phase {
+            Phase::Open => {
+                core.scratch.clear();
+                let mut out = Out::new(&mut core.scratch, core.now);
+                self.proto.handle_shutdown(&mut out);
+                let action = out.action();
+                self.send_scratch(tag, core, action);
+            }
+            Phase::Connecting => self.close(tag, core, CloseReason::Shutdown),
+            _ => {}
         }
     }
 
@@ -179,6 +315,11 @@ impl Conn {
         if self.phase == Phase::Closed {
             return;
         }
+        // A connect is decided by WRITABLE (or an error); until then nothing else applies.
+        let decided = ev.writable || ev.error || ev.read_closed;
+        if self.phase == Phase::Connecting && !(decided && self.finish_connect(tag, core)) {
+            return;
+        }
         if ev.writable && !self.out.is_empty() {
             self.flush(tag, core);
         }
@@ -189,11 +330,45 @@ impl Conn {
         if ev.readable || ev.read_closed || ev.error {
             self.read_ready = true;
         }
-        self.read(tag, core);
+        // Already queued to read next turn: this turn's budget is spent.
+        if !self.revisit_queued {
+            self.read(tag, core);
+        }
+    }
+
+    /// Our SYN was answered: `SO_ERROR` says whether with SYN-ACK (connected) or RST
+    /// (refused). Returns true if and only if the connection is now open.
+    fn finish_connect(&mut self, tag: Tag, core: &mut Core) -> bool {
+        let failure = match self.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) if !self.stream.is_connected() => {
+                // WRITABLE without an error or a peer: not decided yet (spurious wake-up).
+                log::trace!("conn {} {}: connect still in progress", tag.key, self.peer);
+                return false;
+            }
+            Ok(None) => None,
+        };
+        if let Some(e) = failure {
+            core.stats.connect_failures += 1;
+            self.close(tag, core, CloseReason::ConnectFailed(e.kind()));
+            return false;
+        }
+        log::debug!(
+            "connected to {} as conn {}: SYN, SYN-ACK, ACK done",
+            self.peer,
+            tag.key
+        );
+        core.stats.connected += 1;
+        self.phase_deadline = None;
+        self.set_phase(Phase::Open, tag, core);
+        self.last_io = core.now;
+        self.open(tag, core);
+        self.phase == Phase::Open
     }
 
     /// Revisited on the next turn after its read budget ran out, without a new edge.
     pub fn revisit(&mut self, tag: Tag, core: &mut Core) {
+        self.revisit_queued = false;
         self.read(tag, core);
     }
 
@@ -216,6 +391,7 @@ impl Conn {
                 Ok(n) => {
                     log::trace!("conn {} {}: read {n} bytes", tag.key, self.peer);
                     core.stats.bytes_in += n as u64;
+                    self.last_io = core.now;
                     match self.phase {
                         Phase::Open => self.deliver(n, tag, core),
                         _ => log::trace!(
@@ -245,6 +421,7 @@ impl Conn {
                             self.peer
                         );
                         core.stats.budget_yields += 1;
+                        self.revisit_queued = true;
                         core.revisit.push(tag);
                         break;
                     }
@@ -254,10 +431,7 @@ impl Conn {
                     self.read_ready = false;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.fail(tag, core, "read", &e);
-                    return;
-                }
+                Err(e) => return self.fail(tag, core, "read", &e),
             }
         }
     }
@@ -335,29 +509,15 @@ impl Conn {
                 self.set_phase(Phase::PeerClosed, tag, core);
                 self.finish_if_flushed(tag, core);
             }
-            Phase::Draining => {
-                log::debug!(
-                    "close {} (conn {}): closed by us, peer acknowledged with FIN",
-                    self.peer,
-                    tag.key
-                );
-                self.set_phase(Phase::Closed, tag, core);
-            }
-            Phase::PeerClosed | Phase::Closed => {}
+            Phase::Draining => self.close(tag, core, CloseReason::Closed),
+            Phase::Connecting | Phase::PeerClosed | Phase::Closed => {}
         }
     }
 
     /// Sends what the protocol left in `core.scratch` and obeys its action.
     fn send_scratch(&mut self, tag: Tag, core: &mut Core, action: Action) {
         if action == Action::Abort {
-            log::debug!(
-                "close {} (conn {}): aborted by the protocol",
-                self.peer,
-                tag.key
-            );
-            self.out.clear();
-            self.set_phase(Phase::Closed, tag, core);
-            return;
+            return self.close(tag, core, CloseReason::Aborted);
         }
         if !core.scratch.is_empty() {
             if self.out.is_empty() {
@@ -367,7 +527,12 @@ impl Conn {
                     Ok(w) => {
                         self.trace_write(tag, w, core.scratch.len());
                         core.stats.bytes_out += w as u64;
+                        if w > 0 {
+                            self.last_io = core.now;
+                        }
                         if w < core.scratch.len() {
+                            // Output is pending from now on: the write-stall clock starts.
+                            self.last_write = core.now;
                             self.out.extend(&core.scratch[w..]);
                         }
                     }
@@ -408,13 +573,12 @@ impl Conn {
         core.stats.peak_output_buffered = core.stats.peak_output_buffered.max(queued);
         if queued > core.cfg.output_limit {
             log::debug!(
-                "close {} (conn {}): {queued} bytes of output queued, over the limit of {}: the peer is not reading",
-                self.peer,
+                "conn {} {}: {queued} bytes of output queued, over the limit of {}",
                 tag.key,
+                self.peer,
                 core.cfg.output_limit
             );
-            self.out.clear();
-            self.set_phase(Phase::Closed, tag, core);
+            self.close(tag, core, CloseReason::OutputLimit);
         } else if queued >= core.cfg.high_water && !self.paused {
             log::trace!(
                 "conn {} {}: backpressure: {queued} bytes unsent (high water {}), stop reading",
@@ -434,6 +598,10 @@ impl Conn {
             Ok(w) => {
                 self.trace_write(tag, w, offered);
                 core.stats.bytes_out += w as u64;
+                if w > 0 {
+                    self.last_io = core.now;
+                    self.last_write = core.now;
+                }
             }
             Err(e) => return self.fail(tag, core, "write", &e),
         }
@@ -456,24 +624,14 @@ impl Conn {
             return;
         }
         match self.phase {
-            Phase::PeerClosed => {
-                log::debug!(
-                    "close {} (conn {}): peer closed, all output sent",
-                    self.peer,
-                    tag.key
-                );
-                self.set_phase(Phase::Closed, tag, core);
-            }
+            Phase::PeerClosed => self.close(tag, core, CloseReason::PeerClosed),
             Phase::Closing => {
                 if let Err(e) = self.stream.shutdown(Shutdown::Write) {
                     return self.fail(tag, core, "shutdown", &e);
                 }
                 log::trace!("conn {} {}: shutdown(Write): FIN sent", tag.key, self.peer);
                 self.set_phase(Phase::Draining, tag, core);
-                core.timers.arm(
-                    core.now + core.cfg.linger,
-                    super::timers::TimerKind::Linger(tag),
-                );
+                self.phase_deadline = Some(core.now + core.cfg.linger);
                 // The peer's FIN may already be waiting in the receive queue.
                 self.read_ready = true;
                 self.read(tag, core);
@@ -482,30 +640,24 @@ impl Conn {
         }
     }
 
-    /// The linger deadline passed while waiting for the peer's FIN.
-    pub fn linger_expired(&mut self, tag: Tag, core: &mut Core) {
-        if self.phase == Phase::Draining {
-            log::debug!(
-                "close {} (conn {}): peer did not close within {:?} of our FIN",
-                self.peer,
-                tag.key,
-                core.cfg.linger
-            );
-            self.set_phase(Phase::Closed, tag, core);
-        }
-    }
-
     /// An I/O error on this connection: close it, and only it.
     fn fail(&mut self, tag: Tag, core: &mut Core, op: &str, e: &io::Error) {
-        log::debug!(
-            "close {} (conn {}): {op} failed: {e} ({:?})",
-            self.peer,
-            tag.key,
-            e.kind()
-        );
+        log::trace!("conn {} {}: {op} failed: {e}", tag.key, self.peer);
         core.stats.io_errors += 1;
+        self.close(tag, core, CloseReason::Io(e.kind()));
+    }
+
+    /// Ends the connection now, for `reason`: the one way into `Closed`. Drops unsent
+    /// output and unconsumed input; the fd is closed when the slot is reaped.
+    pub fn close(&mut self, tag: Tag, core: &mut Core, reason: CloseReason) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        log::debug!("close {} (conn {}): {reason}", self.peer, tag.key);
         self.out.clear();
+        self.input = Vec::new();
         self.set_phase(Phase::Closed, tag, core);
+        self.proto.handle_close(&reason);
     }
 
     fn set_phase(&mut self, next: Phase, tag: Tag, core: &mut Core) {
@@ -519,6 +671,7 @@ impl Conn {
             self.phase,
             next
         );
+        debug_assert!(next != Phase::Closed || core.reap.last() != Some(&tag));
         self.phase = next;
         if next == Phase::Closed {
             core.reap.push(tag);

@@ -17,6 +17,7 @@ pub type Task = Box<dyn FnOnce(&mut Reactor) + Send>;
 pub(crate) enum Command {
     Run(Task),
     Shutdown,
+    StopNow,
 }
 
 pub(crate) struct Shared {
@@ -81,9 +82,16 @@ impl Handle {
         self.send(Command::Run(Box::new(task)))
     }
 
-    /// Asks the loop to stop: [`Reactor::run`] closes every socket and returns.
+    /// Asks for a graceful shutdown ([`Reactor::shutdown`]): listeners close, connections
+    /// finish within the grace period, then [`Reactor::run`] returns. Asking again while
+    /// the loop is draining stops it at once.
     pub fn shutdown(&self) -> Result<(), Closed> {
         self.send(Command::Shutdown)
+    }
+
+    /// Asks the loop to close everything now and return ([`Reactor::stop_now`]).
+    pub fn stop_now(&self) -> Result<(), Closed> {
+        self.send(Command::StopNow)
     }
 
     fn send(&self, cmd: Command) -> Result<(), Closed> {

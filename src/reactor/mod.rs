@@ -8,14 +8,20 @@
 //!   2. poll(events, timeout)                 <- the only place the thread blocks
 //!   3. for each event: decode the token ─┬─ Waker     -> run posted tasks
 //!                                        ├─ Listener  -> accept until WouldBlock/limits
-//!                                        └─ Conn      -> flush if writable, then read
-//!                                                        until WouldBlock or budget
+//!                                        ├─ Conn      -> finish a connect; flush if
+//!                                        │               writable; read until
+//!                                        │               WouldBlock or budget
+//!                                        └─ Datagram  -> send queued; recv until
+//!                                                        WouldBlock or budget
 //!      (a token whose generation no longer matches its slot is stale: dropped)
-//!   4. revisit connections whose read budget ran out last turn (no new edge will come)
-//!   5. fire expired timers (linger deadlines, accept back-off)
+//!   4. revisit sources whose budget ran out last turn (no new edge will come)
+//!   5. fire expired timers (connection deadlines, accept back-off, user timers)
 //!   6. reap: deregister and close every connection that reached Closed this turn,
 //!      then let paused listeners accept again into the freed room
 //! ```
+//!
+//! After each visit to a connection its poller interest and its deadline are derived
+//! again from its state; both are re-registered only when they changed.
 //!
 //! Closing happens at the end of the turn (step 6) rather than where it is decided, so a
 //! slot is never freed and reused while events for it may still sit in this turn's batch.
@@ -36,24 +42,41 @@
 
 mod conn;
 mod handle;
+mod stream;
 mod timers;
 pub mod token;
+mod udp;
 
 pub use conn::Phase;
 pub use handle::{Closed, Handle, Task};
 
-use crate::proto::Protocol;
+use crate::net::Endpoint;
+use crate::proto::{CloseReason, DatagramProtocol, Protocol, Transmit};
 use conn::{Conn, Readiness};
 use handle::{Command, Shared};
-use mio::net::TcpListener;
+use mio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use mio::{Events, Interest, Poll};
 use slab::Slab;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stream::{ListenSocket, Stream};
 use timers::{TimerKind, Timers};
 use token::{Tag, Wake, MAX_KEY, WAKER};
+use udp::{Datagram, DgramSocket};
+
+/// Per-connection timeouts, set for the whole reactor in [`Config::timeouts`] or per
+/// listener with [`Reactor::listen_with`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Close a connection when no byte has moved either way for this long.
+    pub idle: Option<Duration>,
+    /// Close a connection whose output has been pending, with none of it taken by the
+    /// peer, for this long.
+    pub write_stall: Option<Duration>,
+}
 
 /// Tunables of a [`Reactor`]. `Config::default()` suits a server; tests shrink the limits.
 #[derive(Clone, Debug)]
@@ -89,6 +112,15 @@ pub struct Config {
     pub linger: Duration,
     /// Most events taken from the poller per turn. Default 1024.
     pub events_capacity: usize,
+    /// Idle and write-stall timeouts for connections (listeners may override). Default:
+    /// none.
+    pub timeouts: Timeouts,
+    /// How long a graceful shutdown waits for connections to finish before closing the
+    /// rest. Default 5 s.
+    pub shutdown_grace: Duration,
+    /// Most bytes of replies queued on one datagram socket while it would block; more are
+    /// dropped. Default 1 MiB.
+    pub datagram_queue_limit: usize,
 }
 
 impl Default for Config {
@@ -109,6 +141,9 @@ impl Default for Config {
             accept_backoff: Duration::from_millis(100),
             linger: Duration::from_secs(2),
             events_capacity: 1024,
+            timeouts: Timeouts::default(),
+            shutdown_grace: Duration::from_secs(5),
+            datagram_queue_limit: 1024 * 1024,
         }
     }
 }
@@ -150,6 +185,22 @@ pub struct Stats {
     pub read_pauses: u64,
     /// The largest unsent output held for any one connection so far, in bytes.
     pub peak_output_buffered: usize,
+    /// Outgoing connections established.
+    pub connected: u64,
+    /// Outgoing connections that failed or timed out.
+    pub connect_failures: u64,
+    /// Connections closed by their idle or write-stall timeout.
+    pub timeouts: u64,
+    /// Datagrams received and handed to a protocol.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Datagrams dropped on arrival because they were larger than the read buffer.
+    pub datagrams_truncated: u64,
+    /// Replies dropped because a datagram socket's send queue was full.
+    pub datagrams_dropped: u64,
+    /// Datagram send or receive errors (each concerns one peer; the socket stays open).
+    pub datagram_errors: u64,
 }
 
 /// State the connections need while the slab is borrowed: everything but the slab.
@@ -165,15 +216,18 @@ pub(crate) struct Core {
     revisit: Vec<Tag>,
     /// Slots whose connection reached `Closed` this turn.
     reap: Vec<Tag>,
+    /// Reusable buffer for the datagrams a protocol sends in reply.
+    transmits: Vec<Transmit>,
     /// The time of this turn, read once after the poll returns.
     now: Instant,
 }
 
 struct Listener {
-    sock: TcpListener,
-    addr: SocketAddr,
+    sock: ListenSocket,
+    addr: Endpoint,
     factory: Box<dyn FnMut() -> Box<dyn Protocol>>,
     accept: AcceptState,
+    timeouts: Rc<Timeouts>,
 }
 
 /// Whether a listener may have connections waiting, and if not, why.
@@ -181,8 +235,11 @@ struct Listener {
 enum AcceptState {
     /// The accept queue was drained to `WouldBlock`: wait for the next readable edge.
     Idle,
-    /// Connections may be waiting (an edge arrived, or we stopped early to be fair).
+    /// Connections may be waiting: an edge arrived, or we are resuming.
     Ready,
+    /// The accept batch was spent with connections possibly still queued; the listener
+    /// is on the revisit list and accepts again next turn, after the others.
+    Yielded,
     /// At `max_connections`: resume when a connection closes.
     Full,
     /// `accept` failed for lack of resources: resume at the back-off deadline or when a
@@ -193,6 +250,22 @@ enum AcceptState {
 enum Entry {
     Listener(Listener),
     Conn(Conn),
+    Datagram(Datagram),
+    Timer(UserTimer),
+}
+
+/// Identifies a timer set with [`Reactor::set_timer`] or [`Reactor::set_interval`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId(Tag);
+
+type TimerCallback = Box<dyn FnMut(&mut Reactor, TimerId)>;
+
+struct UserTimer {
+    due: Instant,
+    /// `Some` for a repeating timer.
+    every: Option<Duration>,
+    /// Taken out while it runs, so the callback may use the reactor (even cancel itself).
+    callback: Option<TimerCallback>,
 }
 
 struct Slot {
@@ -211,7 +284,22 @@ pub struct Reactor {
     shared: Arc<Shared>,
     commands: Vec<Command>,
     revisiting: Vec<Tag>,
-    shutdown: bool,
+    state: RunState,
+    /// Reused list of the timers that fire this turn.
+    due_timers: Vec<TimerKind>,
+    /// Live user timers, for deciding when the heap is worth purging.
+    user_timers: usize,
+}
+
+/// Whether the loop is serving, winding down, or done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunState {
+    Running,
+    /// Graceful shutdown: listeners closed, connections finishing until the deadline.
+    Draining {
+        deadline: Instant,
+    },
+    Stopped,
 }
 
 impl Reactor {
@@ -238,12 +326,15 @@ impl Reactor {
                 scratch: Vec::new(),
                 revisit: Vec::new(),
                 reap: Vec::new(),
+                transmits: Vec::new(),
                 now: Instant::now(),
             },
             shared: Arc::new(Shared::new(waker)),
             commands: Vec::new(),
             revisiting: Vec::new(),
-            shutdown: false,
+            state: RunState::Running,
+            due_timers: Vec::new(),
+            user_timers: 0,
         })
     }
 
@@ -261,7 +352,7 @@ impl Reactor {
     pub fn listen_std<P, F>(
         &mut self,
         listener: std::net::TcpListener,
-        mut factory: F,
+        factory: F,
     ) -> io::Result<SocketAddr>
     where
         P: Protocol + 'static,
@@ -269,11 +360,64 @@ impl Reactor {
     {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let mut sock = TcpListener::from_std(listener);
+        let sock = ListenSocket::Tcp(TcpListener::from_std(listener));
+        let timeouts = self.core.cfg.timeouts.clone();
+        self.add_listener(sock, Endpoint::Inet(addr), timeouts, factory)?;
+        Ok(addr)
+    }
+
+    /// Listens on a TCP address or a Unix socket path, with its own connection timeouts.
+    /// A stale Unix socket file (left by a server that died) is removed; one a live server
+    /// still uses is an error. Returns the bound endpoint.
+    pub fn listen_with<P, F>(
+        &mut self,
+        at: &Endpoint,
+        timeouts: Timeouts,
+        factory: F,
+    ) -> io::Result<Endpoint>
+    where
+        P: Protocol + 'static,
+        F: FnMut() -> P + 'static,
+    {
+        let (sock, bound) = match at {
+            Endpoint::Inet(addr) => {
+                let l = crate::net::bind_tcp(*addr)?;
+                l.set_nonblocking(true)?;
+                let bound = l.local_addr()?;
+                (
+                    ListenSocket::Tcp(TcpListener::from_std(l)),
+                    Endpoint::Inet(bound),
+                )
+            }
+            Endpoint::Unix(path) => {
+                crate::net::clear_stale_unix_socket(path)?;
+                let l = UnixListener::bind(path)?;
+                (ListenSocket::Unix(l, path.clone()), at.clone())
+            }
+        };
+        self.add_listener(sock, bound.clone(), timeouts, factory)?;
+        Ok(bound)
+    }
+
+    fn add_listener<P, F>(
+        &mut self,
+        mut sock: ListenSocket,
+        addr: Endpoint,
+        timeouts: Timeouts,
+        mut factory: F,
+    ) -> io::Result<()>
+    where
+        P: Protocol + 'static,
+        F: FnMut() -> P + 'static,
+    {
+        if self.state != RunState::Running {
+            return Err(io::Error::other("the reactor is shutting down"));
+        }
         let tag = self.next_tag()?;
         self.poll
             .registry()
             .register(&mut sock, tag.token(), Interest::READABLE)?;
+        log::info!("listening on {addr}");
         self.slots.insert(Slot {
             gen: tag.gen,
             entry: Entry::Listener(Listener {
@@ -281,11 +425,258 @@ impl Reactor {
                 addr,
                 factory: Box::new(move || Box::new(factory())),
                 accept: AcceptState::Idle,
+                timeouts: Rc::new(timeouts),
             }),
         });
         self.listeners.push(tag);
-        log::info!("listening on tcp {addr}");
-        Ok(addr)
+        Ok(())
+    }
+
+    /// Opens an outgoing stream connection to `to` (TCP or Unix), driven by `proto`.
+    ///
+    /// A TCP connect is non-blocking: this returns at once with the connection in
+    /// [`Phase::Connecting`] (the SYN is sent). It becomes `Open` when the poller reports
+    /// WRITABLE and `SO_ERROR` is clear, at which point `proto.handle_open` runs; if the
+    /// connect fails or `timeout` passes first, `proto.handle_close` is told
+    /// [`CloseReason::ConnectFailed`] (with the real error, such as
+    /// `ConnectionRefused`) or [`CloseReason::ConnectTimeout`]. An error the OS reports
+    /// straight away (a Unix path with no listener, say) is returned here instead.
+    pub fn connect<P: Protocol + 'static>(
+        &mut self,
+        to: &Endpoint,
+        timeout: Option<Duration>,
+        proto: P,
+    ) -> io::Result<mio::Token> {
+        let stream = match to {
+            Endpoint::Inet(addr) => Stream::Tcp(mio::net::TcpStream::connect(*addr)?),
+            Endpoint::Unix(path) => Stream::Unix(mio::net::UnixStream::connect(path)?),
+        };
+        log::debug!("connecting to {to}: SYN sent, waiting for WRITABLE");
+        let now = Instant::now();
+        let timeouts = Rc::new(self.core.cfg.timeouts.clone());
+        let tag = self.add_conn(
+            stream,
+            to.clone(),
+            Box::new(proto),
+            Phase::Connecting,
+            timeouts,
+        )?;
+        if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
+            conn.set_phase_deadline(timeout.map(|t| now + t));
+            conn.arm_deadline(tag, &mut self.core);
+        }
+        Ok(tag.token())
+    }
+
+    /// Binds a datagram socket (UDP, or Unix datagram at a path) served by `proto`.
+    /// Returns its token and the bound endpoint (with the real port for port 0).
+    pub fn bind_datagram<P: DatagramProtocol + 'static>(
+        &mut self,
+        at: &Endpoint,
+        proto: P,
+    ) -> io::Result<(mio::Token, Endpoint)> {
+        let (sock, bound) = match at {
+            Endpoint::Inet(addr) => {
+                let s = UdpSocket::bind(*addr)?;
+                let bound = Endpoint::Inet(s.local_addr()?);
+                (DgramSocket::Udp(s), bound)
+            }
+            Endpoint::Unix(path) => {
+                crate::net::clear_stale_unix_socket(path)?;
+                let s = UnixDatagram::bind(path)?;
+                (DgramSocket::Unix(s, Some(path.clone())), at.clone())
+            }
+        };
+        let tag = self.add_datagram(sock, bound.clone(), None, Box::new(proto))?;
+        log::info!("bound datagram socket {bound}");
+        Ok((tag.token(), bound))
+    }
+
+    /// A connected datagram socket: bound at `local` (port 0, or a path for Unix; `None`
+    /// for an unnamed Unix socket, which cannot receive replies from unconnected peers),
+    /// sending to and receiving from `remote` only. Returns its token and local endpoint.
+    pub fn connect_datagram<P: DatagramProtocol + 'static>(
+        &mut self,
+        local: Option<&Endpoint>,
+        remote: &Endpoint,
+        proto: P,
+    ) -> io::Result<(mio::Token, Endpoint)> {
+        let (sock, bound) = match remote {
+            Endpoint::Inet(addr) => {
+                let any: SocketAddr = match (local, addr) {
+                    (Some(Endpoint::Inet(l)), _) => *l,
+                    (_, SocketAddr::V4(_)) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+                    (_, SocketAddr::V6(_)) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+                };
+                let s = UdpSocket::bind(any)?;
+                s.connect(*addr)?;
+                let bound = Endpoint::Inet(s.local_addr()?);
+                (DgramSocket::Udp(s), bound)
+            }
+            Endpoint::Unix(path) => {
+                let (s, owned) = match local {
+                    Some(Endpoint::Unix(lp)) => {
+                        crate::net::clear_stale_unix_socket(lp)?;
+                        (UnixDatagram::bind(lp)?, Some(lp.clone()))
+                    }
+                    _ => (UnixDatagram::unbound()?, None),
+                };
+                s.connect(path)?;
+                let bound = Endpoint::Unix(owned.clone().unwrap_or_default());
+                (DgramSocket::Unix(s, owned), bound)
+            }
+        };
+        let tag = self.add_datagram(sock, bound.clone(), Some(remote.clone()), Box::new(proto))?;
+        Ok((tag.token(), bound))
+    }
+
+    /// Sends a datagram from the datagram socket `token` names (queued if the socket would
+    /// block). For a connected socket `to` is ignored.
+    pub fn send_datagram(
+        &mut self,
+        token: mio::Token,
+        to: &Endpoint,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let tag = Tag::from_token(token);
+        let Some(Entry::Datagram(d)) = live(&mut self.slots, tag) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such datagram socket",
+            ));
+        };
+        d.send(
+            Transmit {
+                to: to.clone(),
+                bytes: bytes.to_vec(),
+            },
+            &mut self.core,
+        );
+        d.update_interest(self.poll.registry(), tag)
+    }
+
+    fn add_datagram(
+        &mut self,
+        mut sock: DgramSocket,
+        local: Endpoint,
+        connected: Option<Endpoint>,
+        proto: Box<dyn DatagramProtocol>,
+    ) -> io::Result<Tag> {
+        let tag = self.next_tag()?;
+        self.poll
+            .registry()
+            .register(&mut sock, tag.token(), Interest::READABLE)?;
+        self.slots.insert(Slot {
+            gen: tag.gen,
+            entry: Entry::Datagram(Datagram::new(sock, local, connected, proto)),
+        });
+        Ok(tag)
+    }
+
+    /// Closes the datagram socket `token` names. Returns false if there was none.
+    pub fn close_datagram(&mut self, token: mio::Token) -> bool {
+        let tag = Tag::from_token(token);
+        if !matches!(live(&mut self.slots, tag), Some(Entry::Datagram(_))) {
+            return false;
+        }
+        if let Entry::Datagram(mut d) = self.slots.remove(tag.key).entry {
+            let _ = self.poll.registry().deregister(d.socket_mut());
+            log::debug!("datagram socket {} closed", d.local());
+        }
+        true
+    }
+
+    /// Calls `callback` once, `after` from now, on the loop's thread.
+    pub fn set_timer<F>(&mut self, after: Duration, callback: F) -> TimerId
+    where
+        F: FnOnce(&mut Reactor) + 'static,
+    {
+        let mut once = Some(callback);
+        self.add_timer(after, None, move |r, _| {
+            if let Some(f) = once.take() {
+                f(r)
+            }
+        })
+    }
+
+    /// Calls `callback` every `every`, first after `every`, until [`Reactor::cancel_timer`].
+    /// A late turn does not make it fire twice in a row: the next firing is scheduled from
+    /// the time it actually ran.
+    pub fn set_interval<F>(&mut self, every: Duration, callback: F) -> TimerId
+    where
+        F: FnMut(&mut Reactor, TimerId) + 'static,
+    {
+        self.add_timer(every, Some(every.max(Duration::from_micros(1))), callback)
+    }
+
+    /// Cancels a timer. Returns true if and only if it was still armed. Cancelling costs
+    /// O(1): the heap entry is skipped when it comes due.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        if matches!(live(&mut self.slots, id.0), Some(Entry::Timer(_))) {
+            self.slots.remove(id.0.key);
+            self.user_timers -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn add_timer<F>(&mut self, after: Duration, every: Option<Duration>, callback: F) -> TimerId
+    where
+        F: FnMut(&mut Reactor, TimerId) + 'static,
+    {
+        let tag = match self.next_tag() {
+            Ok(tag) => tag,
+            // Only when 2^32 slots are in use; nothing sensible remains to do.
+            Err(e) => panic!("cannot arm a timer: {e}"),
+        };
+        let due = Instant::now() + after;
+        self.slots.insert(Slot {
+            gen: tag.gen,
+            entry: Entry::Timer(UserTimer {
+                due,
+                every,
+                callback: Some(Box::new(callback)),
+            }),
+        });
+        self.user_timers += 1;
+        self.core.timers.arm(due, TimerKind::User(tag));
+        // Cancelled timers leave dead heap entries behind; purge them when they outnumber
+        // the live ones by far, to keep the heap within a constant factor of live timers.
+        if self.core.timers.len() > 4 * (self.user_timers + self.slots.len()) + 1024 {
+            let slots = &self.slots;
+            self.core.timers.purge(|kind| match kind {
+                TimerKind::User(t) => slots.get(t.key).is_some_and(|s| s.gen == t.gen),
+                _ => true,
+            });
+        }
+        TimerId(tag)
+    }
+
+    fn fire_user_timer(&mut self, tag: Tag) {
+        let now = self.core.now;
+        let callback = match live(&mut self.slots, tag) {
+            Some(Entry::Timer(t)) if t.due <= now => t.callback.take(),
+            _ => return,
+        };
+        let Some(mut callback) = callback else { return };
+        self.core.stats.timers_fired += 1;
+        callback(self, TimerId(tag));
+        // The callback may have cancelled this timer; if not, re-arm or retire it.
+        if let Some(Entry::Timer(t)) = live(&mut self.slots, tag) {
+            match t.every {
+                Some(every) => {
+                    t.due = self.core.now.max(Instant::now()) + every;
+                    t.callback = Some(callback);
+                    let due = t.due;
+                    self.core.timers.arm(due, TimerKind::User(tag));
+                }
+                None => {
+                    self.slots.remove(tag.key);
+                    self.user_timers -= 1;
+                }
+            }
+        }
     }
 
     /// A handle other threads use to post work and request shutdown.
@@ -306,23 +697,27 @@ impl Reactor {
     }
 
     /// The bound addresses of all listeners.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    pub fn local_addrs(&self) -> Vec<Endpoint> {
         self.listeners
             .iter()
             .filter_map(|t| match &self.slots.get(t.key)?.entry {
-                Entry::Listener(l) => Some(l.addr),
-                Entry::Conn(_) => None,
+                Entry::Listener(l) => Some(l.addr.clone()),
+                _ => None,
             })
             .collect()
     }
 
-    /// Every open connection: its token (slab key and generation) and peer address.
-    pub fn connections(&self) -> Vec<(mio::Token, SocketAddr, Phase)> {
+    /// Every open connection: its token (slab key and generation), peer and phase.
+    pub fn connections(&self) -> Vec<(mio::Token, Endpoint, Phase)> {
         self.slots
             .iter()
             .filter_map(|(key, slot)| match &slot.entry {
-                Entry::Conn(c) => Some((Tag { key, gen: slot.gen }.token(), c.peer(), c.phase())),
-                Entry::Listener(_) => None,
+                Entry::Conn(c) => Some((
+                    Tag { key, gen: slot.gen }.token(),
+                    c.peer().clone(),
+                    c.phase(),
+                )),
+                _ => None,
             })
             .collect()
     }
@@ -333,28 +728,87 @@ impl Reactor {
             .iter()
             .map(|(_, s)| match &s.entry {
                 Entry::Conn(c) => c.buffered_output(),
-                Entry::Listener(_) => 0,
+                _ => 0,
             })
             .sum()
     }
 
-    /// Asks [`Reactor::run`] to return after the current turn.
+    /// Starts a graceful shutdown: listeners close at once (new connects are refused),
+    /// each open connection's protocol is asked to finish ([`Protocol::handle_shutdown`];
+    /// by default: close once its output is sent), and [`Reactor::run`] returns when every
+    /// connection has closed or [`Config::shutdown_grace`] has passed, closing the rest.
+    /// Calling it again while draining closes everything at once.
     pub fn shutdown(&mut self) {
-        self.shutdown = true;
-    }
-
-    /// Returns true if and only if shutdown has been requested.
-    pub fn is_shutdown(&self) -> bool {
-        self.shutdown
-    }
-
-    /// Runs turns of the loop until shutdown is requested, then closes every socket.
-    pub fn run(&mut self) -> io::Result<()> {
-        while !self.shutdown {
-            self.run_once(None)?;
+        match self.state {
+            RunState::Running => {
+                let deadline = Instant::now() + self.core.cfg.shutdown_grace;
+                self.state = RunState::Draining { deadline };
+                self.close_listeners();
+                let conns: Vec<Tag> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| matches!(s.entry, Entry::Conn(_)))
+                    .map(|(key, s)| Tag { key, gen: s.gen })
+                    .collect();
+                log::info!(
+                    "shutdown: stopped accepting; waiting up to {:?} for {} connections to finish",
+                    self.core.cfg.shutdown_grace,
+                    conns.len()
+                );
+                self.core.now = Instant::now();
+                for tag in conns {
+                    if let Some(Entry::Conn(c)) = live(&mut self.slots, tag) {
+                        c.shutdown(tag, &mut self.core);
+                    }
+                    self.after_conn_visit(tag);
+                }
+                self.reap();
+            }
+            RunState::Draining { .. } => self.stop_now(),
+            RunState::Stopped => {}
         }
-        self.close_all();
-        Ok(())
+    }
+
+    /// Stops at once: every listener, connection and datagram socket is closed now.
+    pub fn stop_now(&mut self) {
+        if self.state != RunState::Stopped {
+            self.close_all();
+            self.state = RunState::Stopped;
+        }
+    }
+
+    /// Returns true if and only if shutdown has been requested (draining or stopped).
+    pub fn is_shutdown(&self) -> bool {
+        self.state != RunState::Running
+    }
+
+    /// Runs turns of the loop until a shutdown completes (see [`Reactor::shutdown`]).
+    pub fn run(&mut self) -> io::Result<()> {
+        loop {
+            match self.state {
+                RunState::Running => {
+                    self.run_once(None)?;
+                }
+                RunState::Draining { deadline } => {
+                    if self.core.stats.open == 0 {
+                        log::info!("shutdown: every connection finished");
+                        self.stop_now();
+                        continue;
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        log::info!(
+                            "shutdown: grace period over; closing {} connections still open",
+                            self.core.stats.open
+                        );
+                        self.stop_now();
+                        continue;
+                    }
+                    self.run_once(Some(deadline - now))?;
+                }
+                RunState::Stopped => return Ok(()),
+            }
+        }
     }
 
     /// Runs one turn of the loop (see the [module docs](self)), waiting at most `timeout`
@@ -408,18 +862,29 @@ impl Reactor {
         self.revisiting = revisiting;
         self.revisiting.clear();
 
-        // 5. Timers.
+        // 5. Timers: those due now, taken first, so that a timer armed while firing (a
+        //    zero back-off, an interval shorter than a turn) waits for the next turn
+        //    instead of keeping this step from ever ending.
+        let mut due = std::mem::take(&mut self.due_timers);
         while let Some(kind) = self.core.timers.pop_expired(self.core.now) {
-            self.core.stats.timers_fired += 1;
+            due.push(kind);
+        }
+        for kind in due.drain(..) {
             match kind {
-                TimerKind::Linger(tag) => {
+                TimerKind::Conn(tag) => {
                     if let Some(Entry::Conn(c)) = live(&mut self.slots, tag) {
-                        c.linger_expired(tag, &mut self.core);
+                        if c.armed.is_some_and(|at| at <= self.core.now) {
+                            c.armed = None;
+                        }
+                        c.on_timer(tag, &mut self.core);
+                        self.after_conn_visit(tag);
                     }
                 }
                 TimerKind::AcceptResume(tag) => self.resume_listener(tag, AcceptState::Backoff),
+                TimerKind::User(tag) => self.fire_user_timer(tag),
             }
         }
+        self.due_timers = due;
 
         // 6. Reap, then give freed room to listeners that were waiting for it.
         self.reap();
@@ -479,8 +944,11 @@ impl Reactor {
         };
         match entry {
             Entry::Listener(l) => {
-                if l.accept == AcceptState::Idle {
-                    l.accept = AcceptState::Ready;
+                match (ready, l.accept) {
+                    (Some(_), AcceptState::Idle) | (None, AcceptState::Yielded) => {
+                        l.accept = AcceptState::Ready
+                    }
+                    _ => {}
                 }
                 self.accept(tag);
             }
@@ -489,10 +957,29 @@ impl Reactor {
                     Some(r) => conn.ready(r, tag, &mut self.core),
                     None => conn.revisit(tag, &mut self.core),
                 }
-                if let Err(e) = conn.update_interest(self.poll.registry(), tag) {
-                    log::warn!("conn {}: reregister failed: {e}", tag.key);
+                self.after_conn_visit(tag);
+            }
+            Entry::Datagram(d) => {
+                match ready {
+                    Some(r) => d.ready(r.readable || r.error, r.writable, tag, &mut self.core),
+                    None => d.revisit(tag, &mut self.core),
+                }
+                if let Err(e) = d.update_interest(self.poll.registry(), tag) {
+                    log::warn!("datagram {}: reregister failed: {e}", d.local());
                 }
             }
+            Entry::Timer(_) => {}
+        }
+    }
+
+    /// Derives a connection's interest and deadline again after it was visited.
+    fn after_conn_visit(&mut self, tag: Tag) {
+        if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
+            if let Err(e) = conn.update_interest(self.poll.registry(), tag) {
+                log::warn!("conn {}: reregister failed: {e}", tag.key);
+                conn.close(tag, &mut self.core, CloseReason::Io(e.kind()));
+            }
+            conn.arm_deadline(tag, &mut self.core);
         }
     }
 
@@ -520,7 +1007,16 @@ impl Reactor {
             match l.sock.accept() {
                 Ok((stream, peer)) => {
                     let proto = (l.factory)();
-                    self.add_conn(stream, peer, proto);
+                    let timeouts = Rc::clone(&l.timeouts);
+                    match self.add_conn(stream, peer.clone(), proto, Phase::Open, timeouts) {
+                        Ok(tag) => {
+                            if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
+                                conn.open(tag, &mut self.core);
+                            }
+                            self.after_conn_visit(tag);
+                        }
+                        Err(e) => log::warn!("dropping connection from {peer}: {e}"),
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     log::trace!("listener {}: accept would block: backlog empty", l.addr);
@@ -560,52 +1056,43 @@ impl Reactor {
         }
         // Batch spent with connections possibly still queued: continue next turn, after
         // the others have had theirs.
-        self.core.revisit.push(tag);
+        if let Some(l) = listener(&mut self.slots, tag) {
+            l.accept = AcceptState::Yielded;
+            self.core.revisit.push(tag);
+        }
     }
 
+    /// Registers a connection and gives it a slot; the caller opens it.
     fn add_conn(
         &mut self,
-        mut stream: mio::net::TcpStream,
-        peer: SocketAddr,
+        stream: Stream,
+        peer: Endpoint,
         proto: Box<dyn Protocol>,
-    ) {
-        let tag = match self.next_tag() {
-            Ok(tag) => tag,
-            Err(e) => {
-                log::warn!("dropping connection from {peer}: {e}");
-                return;
-            }
-        };
-        // Replies are small and latency matters more than packet count: no Nagle delay.
-        if let Err(e) = stream.set_nodelay(true) {
-            log::debug!("set_nodelay for {peer}: {e}");
-        }
-        if let Err(e) = self
-            .poll
+        phase: Phase,
+        timeouts: Rc<Timeouts>,
+    ) -> io::Result<Tag> {
+        let tag = self.next_tag()?;
+        let mut conn = Conn::new(stream, peer, proto, phase, timeouts, self.core.now);
+        let interest = conn.interest();
+        self.poll
             .registry()
-            .register(&mut stream, tag.token(), Interest::READABLE)
-        {
-            log::warn!("dropping connection from {peer}: register failed: {e}");
-            return;
+            .register(conn.stream_mut(), tag.token(), interest)?;
+        if phase == Phase::Open {
+            log::debug!(
+                "accept {} as conn {} (gen {}): the kernel completed its three-way handshake",
+                conn.peer(),
+                tag.key,
+                tag.gen
+            );
+            self.core.stats.accepted += 1;
         }
-        log::debug!(
-            "accept {peer} as conn {} (gen {}): the kernel completed its three-way handshake",
-            tag.key,
-            tag.gen
-        );
-        self.core.stats.accepted += 1;
         self.core.stats.open += 1;
         let key = self.slots.insert(Slot {
             gen: tag.gen,
-            entry: Entry::Conn(Conn::new(stream, peer, proto)),
+            entry: Entry::Conn(conn),
         });
         debug_assert_eq!(key, tag.key);
-        if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
-            conn.open(tag, &mut self.core);
-            if let Err(e) = conn.update_interest(self.poll.registry(), tag) {
-                log::warn!("conn {}: reregister failed: {e}", tag.key);
-            }
-        }
+        Ok(tag)
     }
 
     /// The tag for the next slot to be filled, with a fresh generation.
@@ -673,31 +1160,62 @@ impl Reactor {
                     task(self);
                 }
                 Command::Shutdown => {
-                    log::info!("shutdown requested");
-                    self.shutdown = true;
+                    log::info!("shutdown requested through the handle");
+                    self.shutdown();
+                }
+                Command::StopNow => {
+                    log::info!("immediate stop requested through the handle");
+                    self.stop_now();
                 }
             }
         }
         self.commands = commands;
     }
 
-    /// Closes every listener and connection now (connections without flushing).
+    /// Closes and forgets every listener (new connects are refused from now on).
+    fn close_listeners(&mut self) {
+        for tag in std::mem::take(&mut self.listeners) {
+            if listener(&mut self.slots, tag).is_none() {
+                continue;
+            }
+            if let Entry::Listener(mut l) = self.slots.remove(tag.key).entry {
+                if let Err(e) = self.poll.registry().deregister(&mut l.sock) {
+                    log::debug!("listener {}: deregister: {e}", l.addr);
+                }
+                log::info!("stopped listening on {}", l.addr);
+            }
+        }
+    }
+
+    /// Closes everything now: connections without flushing (their protocols are told
+    /// [`CloseReason::Shutdown`]), datagram sockets, listeners; cancels user timers.
     fn close_all(&mut self) {
+        self.close_listeners();
         let open = self.core.stats.open;
-        for (_, slot) in self.slots.iter_mut() {
-            let res = match &mut slot.entry {
-                Entry::Listener(l) => self.poll.registry().deregister(&mut l.sock),
-                Entry::Conn(c) => self.poll.registry().deregister(c.stream_mut()),
+        let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let slot = self.slots.remove(key);
+            let tag = Tag { key, gen: slot.gen };
+            let res = match slot.entry {
+                Entry::Conn(mut c) => {
+                    c.close(tag, &mut self.core, CloseReason::Shutdown);
+                    self.poll.registry().deregister(c.stream_mut())
+                }
+                Entry::Datagram(mut d) => self.poll.registry().deregister(d.socket_mut()),
+                Entry::Listener(mut l) => self.poll.registry().deregister(&mut l.sock),
+                Entry::Timer(_) => Ok(()),
             };
             if let Err(e) = res {
                 log::debug!("deregister at shutdown: {e}");
             }
         }
-        self.slots.clear();
-        self.listeners.clear();
+        self.core.reap.clear();
+        self.core.revisit.clear();
+        self.user_timers = 0;
+        self.core.timers = Timers::default();
         self.core.stats.closed += open;
         self.core.stats.open = 0;
-        log::info!("reactor stopped: {open} connections closed at shutdown");
+        log::info!("reactor stopped: {open} connections closed at the end");
     }
 }
 
@@ -712,7 +1230,7 @@ fn live(slots: &mut Slab<Slot>, tag: Tag) -> Option<&mut Entry> {
 fn listener(slots: &mut Slab<Slot>, tag: Tag) -> Option<&mut Listener> {
     match live(slots, tag)? {
         Entry::Listener(l) => Some(l),
-        Entry::Conn(_) => None,
+        _ => None,
     }
 }
 

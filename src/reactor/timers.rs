@@ -5,6 +5,14 @@
 //! fires and ignored, so cancelling costs nothing and arming is O(log n). The sequence
 //! number keeps timers with equal deadlines in the order they were armed.
 //!
+//! Why a heap and not a timing wheel: the reactor's timers are few per connection and most
+//! are never cancelled early (a connection re-arms only when its deadline moves *earlier*,
+//! see `conn.rs`), deadlines span milliseconds to minutes, and exact ordering matters for
+//! tests and for user timers. A heap gives exact order with O(log n) arm and expire and no
+//! tick to tune; a hashed wheel would win only with very many arm/cancel pairs per second.
+//! Dead entries (cancelled user timers) are purged when they outnumber live ones, so the
+//! heap stays within a constant factor of the live timers.
+//!
 //! The poll timeout of each turn is the time until [`Timers::next_deadline`]; with no timer
 //! armed the loop sleeps in the poller until an event arrives.
 
@@ -16,10 +24,12 @@ use std::time::Instant;
 /// What a timer is for. Checked against its owner's current state when it fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKind {
-    /// A connection sent its FIN and waits for the peer's; give up at the deadline.
-    Linger(Tag),
+    /// A connection's deadline (connect timeout, linger, idle, write stall, protocol).
+    Conn(Tag),
     /// A listener stopped accepting after a resource error; try again.
     AcceptResume(Tag),
+    /// A timer set by the embedder (`Reactor::set_timer`), named by its slot.
+    User(Tag),
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +44,15 @@ impl Timers {
         self.heap.push(Reverse((at, self.seq, kind)));
     }
 
+    /// Drops every entry for which `live` says no. O(n); called rarely (see module docs).
+    pub fn purge(&mut self, mut live: impl FnMut(&TimerKind) -> bool) {
+        let entries = std::mem::take(&mut self.heap).into_vec();
+        self.heap = entries
+            .into_iter()
+            .filter(|Reverse((_, _, kind))| live(kind))
+            .collect();
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
@@ -46,7 +65,6 @@ impl Timers {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
     }
@@ -62,16 +80,16 @@ mod tests {
         let t0 = Instant::now();
         let tag = |key| Tag { key, gen: 0 };
         let mut timers = Timers::default();
-        timers.arm(t0 + Duration::from_millis(20), TimerKind::Linger(tag(2)));
-        timers.arm(t0 + Duration::from_millis(10), TimerKind::Linger(tag(1)));
-        timers.arm(t0 + Duration::from_millis(20), TimerKind::Linger(tag(0)));
+        timers.arm(t0 + Duration::from_millis(20), TimerKind::Conn(tag(2)));
+        timers.arm(t0 + Duration::from_millis(10), TimerKind::Conn(tag(1)));
+        timers.arm(t0 + Duration::from_millis(20), TimerKind::Conn(tag(0)));
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_millis(10)));
         assert_eq!(timers.pop_expired(t0), None);
         let later = t0 + Duration::from_millis(30);
         let fired: Vec<_> = std::iter::from_fn(|| timers.pop_expired(later)).collect();
         assert_eq!(
             fired,
-            [1, 2, 0].map(|k| TimerKind::Linger(tag(k))),
+            [1, 2, 0].map(|k| TimerKind::Conn(tag(k))),
             "deadline order, ties in arming order"
         );
         assert_eq!(timers.len(), 0);

@@ -1,0 +1,143 @@
+//! The sockets the reactor drives, TCP or Unix, behind one type each so that connections
+//! and listeners run the same code paths for both families.
+
+use crate::net::Endpoint;
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::path::PathBuf;
+
+/// A connected stream socket.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// The pending socket error (`SO_ERROR`): how a non-blocking connect reports failure.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// Returns true if and only if the socket is connected (it has a peer address).
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().is_ok(),
+            Stream::Unix(s) => s.peer_addr().is_ok(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// A listening stream socket.
+pub(crate) enum ListenSocket {
+    Tcp(TcpListener),
+    /// The path is removed when the listener is dropped: we created the file.
+    Unix(UnixListener, PathBuf),
+}
+
+impl ListenSocket {
+    pub fn accept(&self) -> io::Result<(Stream, Endpoint)> {
+        match self {
+            ListenSocket::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                // Replies are small and latency matters more than packet count.
+                if let Err(e) = s.set_nodelay(true) {
+                    log::debug!("set_nodelay for {peer}: {e}");
+                }
+                Ok((Stream::Tcp(s), Endpoint::Inet(peer)))
+            }
+            ListenSocket::Unix(l, _) => {
+                let (s, peer) = l.accept()?;
+                Ok((Stream::Unix(s), Endpoint::from_unix(&peer)))
+            }
+        }
+    }
+}
+
+impl Drop for ListenSocket {
+    fn drop(&mut self) {
+        if let ListenSocket::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Source for ListenSocket {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(s) => s.register(r, t, i),
+            ListenSocket::Unix(s, _) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(s) => s.reregister(r, t, i),
+            ListenSocket::Unix(s, _) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(s) => s.deregister(r),
+            ListenSocket::Unix(s, _) => s.deregister(r),
+        }
+    }
+}
