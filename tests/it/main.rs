@@ -9,5 +9,7 @@
 
 mod support;
 
+mod cli;
 mod echo;
+mod limits;
 mod reactor;

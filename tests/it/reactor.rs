@@ -1,1 +1,773 @@
-// in-process reactor tests
+//! In-process reactor tests: a [`Reactor`] on the test thread (driven turn by turn with
+//! `run_once`) or on a thread of its own (looked into through its [`Handle`]), with
+//! blocking clients on real 127.0.0.1 sockets.
+//!
+//! Every wait here polls a condition against a deadline; the only fixed-length waits are
+//! read timeouts that *assert silence* (a client that must not be answered yet).
+
+use crate::support::{pattern, read_exact_n, wait_until};
+use sockloop::proto::echo::Echo;
+use sockloop::reactor::{Config, Handle, Phase, Reactor, Stats};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long any one wait here may take: a hung loop fails its test well within 20 s.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A blocking client with [`WAIT`] read and write timeouts.
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// A config with small, test-sized limits (the connection limit is not the default's
+/// "fd limit minus 32", so the tests do not depend on the environment's rlimit).
+fn test_config() -> Config {
+    Config {
+        max_connections: 64,
+        ..Config::default()
+    }
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// The slab key a token carries (its low 32 bits).
+fn key_of(token: mio::Token) -> usize {
+    token.0 & 0xffff_ffff
+}
+
+// ---------------------------------------------------------------------------------------
+// Driving a reactor on the test thread.
+
+/// Runs turns of `reactor` until `cond` holds, or panics after [`WAIT`] naming `what`.
+fn pump_until(reactor: &mut Reactor, what: &str, mut cond: impl FnMut(&mut Reactor) -> bool) {
+    let start = Instant::now();
+    while !cond(reactor) {
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out after {WAIT:?} running the loop until: {what} (stats: {:?})",
+            reactor.stats()
+        );
+        reactor
+            .run_once(Some(Duration::from_millis(10)))
+            .expect("run_once");
+    }
+}
+
+/// Reads without blocking into `got`; returns true once `got` holds `want` bytes.
+fn try_read_into(s: &mut TcpStream, got: &mut Vec<u8>, want: usize) -> bool {
+    let mut buf = [0u8; 4096];
+    while got.len() < want {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("peer closed after {} of {want} bytes", got.len()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) => panic!("read failed after {} of {want} bytes: {e}", got.len()),
+        }
+    }
+    true
+}
+
+/// Sends `msg` on a non-blocking client and runs the loop until the echo is back.
+fn echo_via_pump(reactor: &mut Reactor, s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).expect("small write to a fresh socket");
+    let mut got = Vec::new();
+    pump_until(reactor, "the echo comes back", |_| {
+        try_read_into(s, &mut got, msg.len())
+    });
+    assert_eq!(got, msg, "the echo is the message, byte for byte");
+}
+
+// ---------------------------------------------------------------------------------------
+// A reactor on a thread of its own.
+
+/// An echo reactor running `run()` on a background thread; stopped and joined on drop.
+struct BgReactor {
+    addr: SocketAddr,
+    handle: Handle,
+    done: mpsc::Receiver<Stats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BgReactor {
+    fn start(cfg: Config) -> BgReactor {
+        BgReactor::start_with(cfg, |r| r.listen(localhost(), || Echo).expect("listen"))
+    }
+
+    /// Starts a reactor; `setup` (run on the reactor's thread) adds its listener.
+    fn start_with(
+        cfg: Config,
+        setup: impl FnOnce(&mut Reactor) -> SocketAddr + Send + 'static,
+    ) -> BgReactor {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("test-reactor".into())
+            .spawn(move || {
+                // Built on its own thread: the reactor is not Send.
+                let mut reactor = Reactor::with_config(cfg).expect("reactor");
+                let addr = setup(&mut reactor);
+                ready_tx.send((addr, reactor.handle())).unwrap();
+                reactor.run().expect("reactor run");
+                let stats = reactor.stats().clone();
+                drop(reactor);
+                let _ = done_tx.send(stats);
+            })
+            .expect("spawn reactor thread");
+        let (addr, handle) = ready_rx
+            .recv_timeout(WAIT)
+            .expect("the reactor thread starts and listens");
+        BgReactor {
+            addr,
+            handle,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `f` on the loop's thread and returns its result.
+    fn query<T: Send + 'static>(&self, f: impl FnOnce(&mut Reactor) -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        self.handle
+            .post(move |r| {
+                let _ = tx.send(f(r));
+            })
+            .expect("the reactor is running");
+        rx.recv_timeout(WAIT)
+            .expect("the loop runs a posted query within the deadline")
+    }
+
+    fn stats(&self) -> Stats {
+        self.query(|r| r.stats().clone())
+    }
+
+    /// Asks the loop to stop and waits for it; returns the final stats.
+    fn stop(mut self) -> Stats {
+        self.handle.shutdown().expect("the reactor is running");
+        let stats = self
+            .done
+            .recv_timeout(WAIT)
+            .expect("run() returns after handle.shutdown()");
+        self.thread.take().unwrap().join().expect("reactor thread");
+        stats
+    }
+}
+
+impl Drop for BgReactor {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            // A graceful shutdown first; asked again, the loop closes everything at once.
+            let _ = self.handle.shutdown();
+            let mut done = self.done.recv_timeout(Duration::from_secs(1)).is_ok();
+            if !done {
+                let _ = self.handle.shutdown();
+                done = self.done.recv_timeout(WAIT).is_ok();
+            }
+            if done {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// One round trip of `msg` on a blocking client (timeouts from `connect`).
+fn round_trip(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).expect("write the message");
+    assert_eq!(read_exact_n(s, msg.len()), msg, "the echo is the message");
+}
+
+/// Asserts that nothing arrives on `s` within `window` (a bounded wait, not a sleep: it
+/// returns early, and fails, if anything does arrive).
+fn assert_silent(s: &mut TcpStream, window: Duration, what: &str) {
+    s.set_read_timeout(Some(window)).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) => {}
+        Ok(0) => panic!("{what}: expected no answer yet, but the server closed the connection"),
+        Ok(n) => panic!("{what}: expected no answer yet, but {n} bytes arrived"),
+        Err(e) => panic!("{what}: expected no answer yet, but read failed: {e}"),
+    }
+    s.set_read_timeout(Some(WAIT)).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Stale tokens.
+
+#[test]
+fn stale_token_is_dropped_and_the_reused_slot_is_untouched() {
+    let mut reactor = Reactor::with_config(test_config()).unwrap();
+    let addr = reactor.listen(localhost(), || Echo).unwrap();
+
+    // A arrives, is served, and leaves.
+    let mut a = TcpStream::connect(addr).unwrap();
+    a.set_nonblocking(true).unwrap();
+    pump_until(&mut reactor, "A is accepted", |r| {
+        r.connections().len() == 1
+    });
+    let old_token = reactor.connections()[0].0;
+    echo_via_pump(&mut reactor, &mut a, b"from A");
+    drop(a);
+    pump_until(&mut reactor, "A is reaped", |r| r.stats().closed == 1);
+    assert!(
+        reactor.connections().is_empty(),
+        "no connection is left once A is reaped"
+    );
+
+    // B takes A's slot, under a new generation.
+    let mut b = TcpStream::connect(addr).unwrap();
+    b.set_nonblocking(true).unwrap();
+    pump_until(&mut reactor, "B is accepted", |r| {
+        r.connections().len() == 1
+    });
+    let only_b = reactor.connections();
+    let (new_token, b_peer, phase) = &only_b[0];
+    let new_token = *new_token;
+    assert_eq!(
+        b_peer.to_string(),
+        b.local_addr().unwrap().to_string(),
+        "the one connection is B"
+    );
+    assert_eq!(*phase, Phase::Open, "B is open");
+    assert_eq!(
+        key_of(new_token),
+        key_of(old_token),
+        "the slab reuses A's freed key for B"
+    );
+    assert_ne!(
+        new_token, old_token,
+        "B's token differs from A's in its generation"
+    );
+
+    // A late event for A must not reach B.
+    let before = reactor.stats().clone();
+    reactor.inject_readable(old_token);
+    let after = reactor.stats().clone();
+    assert_eq!(
+        after.stale_events,
+        before.stale_events + 1,
+        "the event for A's old token is counted as stale"
+    );
+    assert_eq!(
+        (after.closed, after.open, after.bytes_in, after.io_errors),
+        (
+            before.closed,
+            before.open,
+            before.bytes_in,
+            before.io_errors
+        ),
+        "the stale event touched no connection"
+    );
+    assert_eq!(
+        reactor.connections(),
+        only_b,
+        "B is still open under its own token"
+    );
+
+    // A token for a key that was never filled is stale too.
+    reactor.inject_readable(mio::Token((7usize << 32) | 999));
+    assert_eq!(reactor.stats().stale_events, before.stale_events + 2);
+
+    // A spurious (not stale) readable event for B is harmless: the read finds nothing.
+    reactor.inject_readable(new_token);
+    assert_eq!(
+        reactor.stats().stale_events,
+        before.stale_events + 2,
+        "B's own token is not stale"
+    );
+    assert_eq!(reactor.connections(), only_b);
+
+    // And B is served as if nothing happened.
+    echo_via_pump(&mut reactor, &mut b, b"from B, after the stale event");
+    echo_via_pump(&mut reactor, &mut b, &pattern(2, 4000));
+    assert_eq!(reactor.stats().closed, 1, "only A has closed");
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Fairness: a flooding connection does not starve a chatty one.
+
+#[test]
+fn flood_does_not_starve_ping_pong() {
+    // The flood stops when the ping-pong is done, or at these caps (which fail the test).
+    const FLOOD_CAP: u64 = 1 << 30;
+    const FLOOD_TIME_CAP: Duration = Duration::from_secs(6);
+    const ROUNDS: usize = 200;
+    const PING_DEADLINE: Duration = Duration::from_secs(5);
+
+    let cfg = Config {
+        read_buffer: 16 * 1024,
+        read_budget: 32 * 1024,
+        ..test_config()
+    };
+    let server = BgReactor::start(cfg);
+    let addr = server.addr;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let echoed = Arc::new(AtomicU64::new(0));
+    let flood = connect(addr);
+    let mut flood_rd = flood.try_clone().unwrap();
+    let writer = {
+        let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+        let mut flood = flood;
+        std::thread::spawn(move || {
+            let chunk = pattern(1, 256 * 1024);
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed)
+                && sent.load(Ordering::Relaxed) < FLOOD_CAP
+                && start.elapsed() < FLOOD_TIME_CAP
+            {
+                flood.write_all(&chunk).expect("flood write");
+                sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            flood.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let reader = {
+        let echoed = Arc::clone(&echoed);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match flood_rd.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => echoed.fetch_add(n as u64, Ordering::Relaxed),
+                    Err(e) => panic!("flood read: {e}"),
+                };
+            }
+        })
+    };
+
+    // Start the chatty client once the flood is well under way.
+    wait_until(WAIT, "the flood is flowing (1 MiB echoed)", || {
+        (echoed.load(Ordering::Relaxed) > 1 << 20).then_some(())
+    });
+    let mut chatty = connect(addr);
+    let echoed_before = echoed.load(Ordering::Relaxed);
+    let start = Instant::now();
+    for i in 0..ROUNDS {
+        round_trip(&mut chatty, format!("ping {i:03}").as_bytes());
+        assert!(
+            start.elapsed() < PING_DEADLINE,
+            "the chatty client should finish {ROUNDS} round trips within {PING_DEADLINE:?} \
+             despite the flood; only {i} done"
+        );
+    }
+    let ping_time = start.elapsed();
+    let flood_during = echoed.load(Ordering::Relaxed) - echoed_before;
+    let flood_still_on = !writer.is_finished();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("flood writer");
+    reader.join().expect("flood reader");
+    assert!(
+        flood_still_on,
+        "the flood should still be running when the ping-pong ends (it hit its cap first: \
+         {} bytes sent)",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(
+        flood_during > 0,
+        "the flood should have made progress during the ping-pong"
+    );
+    assert_eq!(
+        echoed.load(Ordering::Relaxed),
+        sent.load(Ordering::Relaxed),
+        "every flooded byte came back"
+    );
+    let stats = server.stats();
+    assert!(
+        stats.budget_yields > 0,
+        "the flooding connection should have spent its read budget and yielded: {stats:?}"
+    );
+    eprintln!(
+        "fairness: {ROUNDS} round trips in {ping_time:?} while {flood_during} flood bytes \
+         were echoed; budget_yields={}",
+        stats.budget_yields
+    );
+}
+
+/// The read budget bounds what one connection gets per turn: driving the loop by hand,
+/// no turn reads much more than one budget from the single flooding connection.
+#[test]
+fn read_budget_bounds_bytes_per_turn() {
+    const TOTAL: usize = 64 << 20;
+    let cfg = Config {
+        read_buffer: 16 * 1024,
+        read_budget: 32 * 1024,
+        ..test_config()
+    };
+    let (budget, buf) = (cfg.read_budget as u64, cfg.read_buffer as u64);
+    let mut reactor = Reactor::with_config(cfg).unwrap();
+    let addr = reactor.listen(localhost(), || Echo).unwrap();
+
+    let flood = connect(addr);
+    let mut flood_rd = flood.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut flood = flood;
+        let chunk = pattern(3, 256 * 1024);
+        let mut sent = 0;
+        while sent < TOTAL {
+            flood.write_all(&chunk).expect("flood write");
+            sent += chunk.len();
+        }
+    });
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0;
+        while got < TOTAL {
+            match flood_rd.read(&mut buf) {
+                Ok(0) => panic!("server closed after {got} of {TOTAL} bytes"),
+                Ok(n) => got += n,
+                Err(e) => panic!("flood read after {got} of {TOTAL} bytes: {e}"),
+            }
+        }
+    });
+
+    // The most one visit can read: the budget, overshot by less than one buffer.
+    let cap = budget + buf - 1;
+    let mut worst = (0u64, 0u64); // (bytes in one turn, at turn)
+    let mut turns = 0u64;
+    let start = Instant::now();
+    while (reactor.stats().bytes_in as usize) < TOTAL {
+        assert!(
+            start.elapsed() < WAIT,
+            "the flood should be echoed within {WAIT:?}"
+        );
+        let before = reactor.stats().bytes_in;
+        reactor
+            .run_once(Some(Duration::from_millis(10)))
+            .expect("run_once");
+        turns += 1;
+        let got = reactor.stats().bytes_in - before;
+        if got > worst.0 {
+            worst = (got, turns);
+        }
+    }
+    writer.join().expect("flood writer");
+    while !reader.is_finished() {
+        assert!(start.elapsed() < WAIT, "the echo should drain");
+        reactor
+            .run_once(Some(Duration::from_millis(10)))
+            .expect("run_once");
+    }
+    reader.join().expect("flood reader");
+    let stats = reactor.stats();
+    assert!(stats.budget_yields > 0, "the budget was spent: {stats:?}");
+    assert!(
+        worst.0 <= cap,
+        "one connection should get at most one read budget per turn ({budget} bytes, \
+         + < one {buf}-byte buffer of overshoot = {cap}), but turn {} read {} bytes from it \
+         ({turns} turns, {stats:?})",
+        worst.1,
+        worst.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Backpressure: a peer that does not read stops being read, within the limits.
+
+#[test]
+fn backpressure_pauses_reading_and_bounds_output() {
+    const BOUND: usize = 8 << 20;
+    let cfg = Config {
+        read_buffer: 16 * 1024,
+        read_budget: 32 * 1024,
+        high_water: 128 * 1024,
+        low_water: 32 * 1024,
+        output_limit: 512 * 1024,
+        ..test_config()
+    };
+    let (high_water, read_buffer, output_limit) =
+        (cfg.high_water, cfg.read_buffer, cfg.output_limit);
+
+    // Small kernel buffers on both ends (accepted sockets inherit the listener's), so a
+    // few hundred KiB fill them; the host's tcp_rmem may allow tens of MiB otherwise.
+    let server = BgReactor::start_with(cfg, |r| {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(32 * 1024).unwrap();
+        sock.set_send_buffer_size(32 * 1024).unwrap();
+        sock.bind(&localhost().into()).unwrap();
+        sock.listen(128).unwrap();
+        r.listen_std(sock.into(), || Echo).expect("listen_std")
+    });
+    let slow = {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(32 * 1024).unwrap();
+        sock.set_send_buffer_size(32 * 1024).unwrap();
+        sock.connect_timeout(&server.addr.into(), WAIT)
+            .expect("connect");
+        TcpStream::from(sock)
+    };
+
+    // Write without reading until a write makes no progress for 300 ms.
+    let data = pattern(7, BOUND);
+    slow.set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut sent = 0;
+    let mut w = &slow;
+    let mut stalled = false;
+    let start = Instant::now();
+    while sent < BOUND {
+        assert!(start.elapsed() < WAIT, "writing should stall or finish");
+        match w.write(&data[sent..(sent + 64 * 1024).min(BOUND)]) {
+            Ok(n) => sent += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                stalled = true;
+                break;
+            }
+            Err(e) => panic!("write to the server failed after {sent} bytes: {e}"),
+        }
+    }
+    assert!(
+        stalled,
+        "a peer that never reads should stall the writer well before {BOUND} bytes"
+    );
+
+    let (stats, buffered, conns) =
+        server.query(|r| (r.stats().clone(), r.buffered_output(), r.connections()));
+    eprintln!("backpressure: stalled after {sent} bytes; buffered {buffered}; {stats:?}");
+    assert!(
+        stats.read_pauses > 0,
+        "the server should have paused reading the non-reading peer: {stats:?}"
+    );
+    assert!(
+        buffered >= high_water,
+        "the stalled connection should hold at least the high-water mark ({high_water}) \
+         of output, holds {buffered}"
+    );
+    assert!(
+        stats.peak_output_buffered <= output_limit,
+        "peak output {} should stay within the output limit {output_limit}",
+        stats.peak_output_buffered
+    );
+    assert!(
+        stats.peak_output_buffered <= high_water + read_buffer,
+        "peak output {} should stay within high water + one read ({})",
+        stats.peak_output_buffered,
+        high_water + read_buffer
+    );
+    assert_eq!(
+        (stats.closed, conns.len()),
+        (0, 1),
+        "the slow connection is paused, not closed"
+    );
+
+    // Meanwhile another client is served normally.
+    let mut other = connect(server.addr);
+    for i in 0..20 {
+        round_trip(&mut other, format!("still here {i}").as_bytes());
+    }
+    drop(other);
+
+    // Now the slow peer reads: everything it sent comes back, in order.
+    let mut r = &slow;
+    let mut got = vec![0u8; sent];
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    r.read_exact(&mut got)
+        .expect("every byte sent is echoed once the peer reads");
+    if let Some(i) = got.iter().zip(&data[..sent]).position(|(a, b)| a != b) {
+        panic!("echo differs from what was sent at byte {i} of {sent}");
+    }
+    drop(slow);
+    let stats = server.stop();
+    assert_eq!(stats.bytes_out as usize, sent + 20 * 13 - 10, "{stats:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. The cross-thread handle.
+
+#[test]
+fn handle_posts_run_on_the_loop_in_order_and_shutdown_stops_it() {
+    const THREADS: usize = 4;
+    const POSTS: u64 = 1000;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let loop_thread = std::thread::spawn(move || {
+        let mut reactor = Reactor::with_config(test_config()).unwrap();
+        let addr = reactor.listen(localhost(), || Echo).unwrap();
+        ready_tx
+            .send((reactor.handle(), addr, std::thread::current().id()))
+            .unwrap();
+        let result = reactor.run();
+        let stats = reactor.stats().clone();
+        drop(reactor);
+        done_tx.send((result.is_ok(), stats)).unwrap();
+    });
+    let (handle, addr, loop_id) = ready_rx.recv_timeout(WAIT).expect("reactor starts");
+
+    // Per poster: the last sequence number seen on the loop, and violations.
+    let last = Arc::new(Mutex::new(vec![None::<u64>; THREADS]));
+    let ran = Arc::new(AtomicU64::new(0));
+    let wrong = Arc::new(AtomicU64::new(0));
+    let posters: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (handle, last, ran, wrong) = (
+                handle.clone(),
+                Arc::clone(&last),
+                Arc::clone(&ran),
+                Arc::clone(&wrong),
+            );
+            std::thread::spawn(move || {
+                for seq in 0..POSTS {
+                    let (last, ran, wrong) =
+                        (Arc::clone(&last), Arc::clone(&ran), Arc::clone(&wrong));
+                    handle
+                        .post(move |_r| {
+                            let mut last = last.lock().unwrap();
+                            let in_order = last[t].map_or(seq == 0, |prev| seq == prev + 1);
+                            let on_loop = std::thread::current().id() == loop_id;
+                            if !(in_order && on_loop) {
+                                wrong.fetch_add(1, Ordering::Relaxed);
+                            }
+                            last[t] = Some(seq);
+                            ran.fetch_add(1, Ordering::Relaxed);
+                        })
+                        .expect("post to a running reactor");
+                }
+            })
+        })
+        .collect();
+    for p in posters {
+        p.join().expect("poster thread");
+    }
+
+    // A client is open when the loop stops: run() must close it.
+    let mut client = connect(addr);
+    round_trip(&mut client, b"before shutdown");
+
+    // Posted after every poster finished, so it runs after all their tasks.
+    let (tx, rx) = mpsc::channel();
+    handle
+        .post(move |r| {
+            let _ = tx.send(r.stats().clone());
+        })
+        .unwrap();
+    let stats = rx.recv_timeout(WAIT).expect("the final post runs");
+    let total = THREADS as u64 * POSTS;
+    assert_eq!(
+        ran.load(Ordering::Relaxed),
+        total,
+        "every one of the {total} posted tasks ran"
+    );
+    assert_eq!(
+        wrong.load(Ordering::Relaxed),
+        0,
+        "every task ran on the loop's thread, in its poster's order"
+    );
+    assert_eq!(stats.tasks, total + 1, "stats count every task: {stats:?}");
+    assert!(
+        stats.wakeups >= 1 && stats.wakeups <= stats.tasks,
+        "wake-ups are coalesced, never more than tasks: {stats:?}"
+    );
+
+    // Shutdown: the client's connection is closed (gracefully: our FIN, then theirs), and
+    // run() returns.
+    handle.shutdown().expect("shutdown of a running reactor");
+    let mut rest = Vec::new();
+    let eof = client.read_to_end(&mut rest);
+    assert!(
+        matches!(eof, Ok(0))
+            || matches!(&eof, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+        "the client sees the connection closed after shutdown, got {eof:?}"
+    );
+    drop(client);
+    let (ok, final_stats) = done_rx
+        .recv_timeout(WAIT)
+        .expect("run() returns after handle.shutdown()");
+    loop_thread.join().expect("reactor thread");
+    assert!(ok, "run() returns Ok after a requested shutdown");
+    assert_eq!(
+        (final_stats.open, final_stats.closed),
+        (0, 1),
+        "the open connection is closed at shutdown"
+    );
+
+    // The reactor is gone: the handle says so instead of queueing forever.
+    assert_eq!(
+        handle.post(|_| unreachable!("no loop runs this")),
+        Err(sockloop::reactor::Closed),
+        "post after the reactor is dropped"
+    );
+    assert_eq!(handle.shutdown(), Err(sockloop::reactor::Closed));
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. The connection limit.
+
+#[test]
+fn connection_limit_queues_extra_clients_in_the_backlog() {
+    let server = BgReactor::start(Config {
+        max_connections: 3,
+        ..test_config()
+    });
+    let mut clients: Vec<Option<TcpStream>> = (0..5).map(|_| Some(connect(server.addr))).collect();
+    // The kernel completes every handshake; the loop accepts in arrival order.
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.as_mut()
+            .unwrap()
+            .write_all(format!("client {i}").as_bytes())
+            .unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate().take(3) {
+        assert_eq!(
+            read_exact_n(c.as_mut().unwrap(), 8),
+            format!("client {i}").as_bytes(),
+            "client {i} is within the limit and is served"
+        );
+    }
+    for (i, c) in clients.iter_mut().enumerate().skip(3) {
+        assert_silent(
+            c.as_mut().unwrap(),
+            Duration::from_millis(300),
+            &format!("client {i} is over the limit of 3"),
+        );
+    }
+    let stats = server.stats();
+    assert_eq!(stats.open, 3, "exactly the limit is open: {stats:?}");
+    assert!(stats.accept_limit_hits > 0, "the limit was hit: {stats:?}");
+
+    // One served client leaves: the first waiting one takes its place, the other waits on.
+    drop(clients[0].take());
+    assert_eq!(
+        read_exact_n(clients[3].as_mut().unwrap(), 8),
+        b"client 3",
+        "client 3 is served once a slot frees"
+    );
+    assert_silent(
+        clients[4].as_mut().unwrap(),
+        Duration::from_millis(300),
+        "client 4, still over the limit",
+    );
+    drop(clients[1].take());
+    assert_eq!(
+        read_exact_n(clients[4].as_mut().unwrap(), 8),
+        b"client 4",
+        "client 4 is served once another slot frees"
+    );
+    // The survivors still work.
+    for c in clients.iter_mut().flatten() {
+        round_trip(c, b"again");
+    }
+    let stats = server.stats();
+    assert!(
+        stats.open <= 3 && stats.accepted == 5,
+        "all five were served, never more than three at once: {stats:?}"
+    );
+}

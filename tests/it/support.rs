@@ -38,13 +38,13 @@ impl ServerProc {
     /// Starts a prepared `sockloop serve` command (for tests that set limits with
     /// `pre_exec`, say) and waits for its `listening` line.
     pub fn spawn(mut cmd: Command) -> ServerProc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("SOCKLOOP_TEST_LOG").is_some() {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(
+            if std::env::var_os("SOCKLOOP_TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
                 Stdio::null()
-            });
+            },
+        );
         let mut child = cmd.spawn().expect("spawn sockloop");
         let stdout = child.stdout.take().expect("piped stdout");
         // Read the announcement on a thread so the wait has a deadline.

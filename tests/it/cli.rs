@@ -1,0 +1,238 @@
+//! The `sockloop` command line: usage errors, `--help`, the interactive client, and a
+//! bind that fails. Every run of the binary is bounded by a deadline and killed past it.
+
+use crate::support::{wait_until, ServerProc, DEADLINE, DRIVERS};
+use sockloop::demos::Driver;
+use std::io::{Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+/// What a finished run of the binary left behind.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Kills the child if the test gives up on it (a deadline passed, an assertion failed).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Runs `sockloop <args>` with `stdin` piped in (then closed), and waits for it to exit
+/// within [`DEADLINE`]; past that it is killed and the test fails.
+fn sockloop(args: &[&str], stdin: &[u8]) -> Run {
+    let child = Command::new(env!("CARGO_BIN_EXE_sockloop"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sockloop");
+    let mut child = KillOnDrop(child);
+    let mut input = child.0.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    // On a thread: a child that does not read its input must not block the test.
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+        // Dropping `input` closes the pipe: end of input for the child.
+    });
+    let stdout = drain(child.0.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.0.stderr.take().expect("piped stderr"));
+    let what = format!("`sockloop {}` to exit", args.join(" "));
+    let status = wait_until(DEADLINE, &what, || child.0.try_wait().expect("try_wait"));
+    let _ = feeder.join();
+    Run {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Asserts a usage error: exit code 2, and stderr names `problem` and shows the usage.
+fn assert_usage_error(args: &[&str], problem: &str) {
+    let run = sockloop(args, b"");
+    let cmd = format!("`sockloop {}`", args.join(" "));
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "{cmd}: expected exit code 2 for a usage error; stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(problem),
+        "{cmd}: expected stderr to name the problem ({problem:?}); stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Usage"),
+        "{cmd}: expected stderr to show the usage (\"Usage\"); stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "{cmd}: expected nothing on stdout for a usage error, got:\n{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    assert_usage_error(&["frobnicate"], "frobnicate");
+}
+
+#[test]
+fn bad_addr_is_a_usage_error() {
+    assert_usage_error(
+        &["serve", "echo", "--addr", "not-an-address"],
+        "not-an-address",
+    );
+}
+
+#[test]
+fn unknown_driver_is_a_usage_error() {
+    assert_usage_error(&["serve", "echo", "--driver", "bogus"], "bogus");
+}
+
+#[test]
+fn help_works() {
+    for args in [&["--help"][..], &["serve", "--help"], &["client", "--help"]] {
+        let run = sockloop(args, b"");
+        let cmd = format!("`sockloop {}`", args.join(" "));
+        assert!(
+            run.status.success(),
+            "{cmd}: expected exit status 0, got {}; stderr:\n{}",
+            run.status,
+            run.stderr
+        );
+        assert!(
+            run.stdout.contains("Usage"),
+            "{cmd}: expected the usage on stdout; stdout:\n{}",
+            run.stdout
+        );
+    }
+    let top = sockloop(&["--help"], b"");
+    for word in ["serve", "client"] {
+        assert!(
+            top.stdout.contains(word),
+            "`sockloop --help`: expected the `{word}` subcommand to be listed; stdout:\n{}",
+            top.stdout
+        );
+    }
+    let serve = sockloop(&["serve", "--help"], b"");
+    for word in ["--driver", "--addr", "reactor", "threaded", "iterative"] {
+        assert!(
+            serve.stdout.contains(word),
+            "`sockloop serve --help`: expected {word:?} to be documented; stdout:\n{}",
+            serve.stdout
+        );
+    }
+}
+
+fn client_echo(driver: Driver) {
+    let server = ServerProc::start("echo", driver, &[]);
+    let addr = server.addr.to_string();
+    let run = sockloop(&["client", "echo", "--addr", &addr], b"hello\nworld\n");
+    assert!(
+        run.status.success(),
+        "{driver}: expected `sockloop client echo` to exit 0 at the end of its input, got {}; \
+         stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    assert_eq!(
+        run.stdout, "hello\nworld\n",
+        "{driver}: expected the client to print exactly the lines it sent, echoed"
+    );
+}
+
+#[test]
+fn client_echo_reactor() {
+    client_echo(Driver::Reactor)
+}
+
+#[test]
+fn client_echo_threaded() {
+    client_echo(Driver::Threaded)
+}
+
+#[test]
+fn client_echo_iterative() {
+    client_echo(Driver::Iterative)
+}
+
+#[test]
+fn client_to_a_closed_port_fails_clearly() {
+    // A port that was free a moment ago and has no listener now.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port");
+    let addr = addr.to_string();
+    let run = sockloop(&["client", "echo", "--addr", &addr], b"hello\n");
+    assert!(
+        !run.status.success(),
+        "expected `sockloop client` to fail with no server at {addr}; stdout:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains(&addr) && run.stderr.to_lowercase().contains("refused"),
+        "expected stderr to name {addr} and say the connection was refused; stderr:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bind_in_use_fails_clearly() {
+    // std's listener sets SO_REUSEADDR too; Linux still refuses a second bind on a port
+    // with a listener, so this is exactly "address in use".
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to take");
+    let addr = taken.local_addr().unwrap().to_string();
+    for driver in DRIVERS {
+        let run = sockloop(
+            &[
+                "serve",
+                "echo",
+                "--driver",
+                &driver.to_string(),
+                "--addr",
+                &addr,
+            ],
+            b"",
+        );
+        assert!(
+            !run.status.success(),
+            "{driver}: expected `sockloop serve` on the taken address {addr} to fail, got {}",
+            run.status
+        );
+        assert_ne!(
+            run.status.code(),
+            Some(2),
+            "{driver}: a bind failure is not a usage error: expected an exit code other than 2"
+        );
+        assert!(
+            !run.stdout.contains("listening"),
+            "{driver}: expected no `listening` line when the bind fails; stdout:\n{}",
+            run.stdout
+        );
+        let stderr = run.stderr.to_lowercase();
+        assert!(
+            stderr.contains(&addr) && stderr.contains("in use"),
+            "{driver}: expected stderr to name {addr} and say it is in use; stderr:\n{}",
+            run.stderr
+        );
+    }
+}
