@@ -269,6 +269,31 @@ impl Conn {
         }
     }
 
+    /// Queues `bytes` from outside the protocol (an embedder's `Reactor::send`), behind
+    /// any output already queued. Returns false if the connection no longer sends.
+    pub fn send_external(&mut self, bytes: &[u8], tag: Tag, core: &mut Core) -> bool {
+        if !matches!(self.phase, Phase::Open | Phase::PeerClosed | Phase::Closing) {
+            return false;
+        }
+        core.scratch.clear();
+        core.scratch.extend_from_slice(bytes);
+        self.send_scratch(tag, core, Action::Continue);
+        true
+    }
+
+    /// Closes once queued output is sent, as if the protocol had asked
+    /// (`Reactor::close`); a pending connect is abandoned.
+    pub fn close_external(&mut self, tag: Tag, core: &mut Core) {
+        match self.phase {
+            Phase::Connecting => self.close(tag, core, CloseReason::Aborted),
+            Phase::Open => {
+                core.scratch.clear();
+                self.send_scratch(tag, core, Action::CloseAfterFlush);
+            }
+            _ => {}
+        }
+    }
+
     /// Graceful shutdown of the server: let the protocol finish, or give up on a connect.
     pub fn shutdown(&mut self, tag: Tag, core: &mut Core) {
         match self.phase {

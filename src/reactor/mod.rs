@@ -468,6 +468,43 @@ impl Reactor {
         Ok(tag.token())
     }
 
+    /// Sends `bytes` on the connection `token` names, after any output already queued,
+    /// from outside its protocol (a posted task, a timer, stdin in an interactive client).
+    /// Errors with `NotFound` if the connection is gone or no longer sends.
+    pub fn send(&mut self, token: mio::Token, bytes: &[u8]) -> io::Result<()> {
+        let tag = Tag::from_token(token);
+        let sent = match live(&mut self.slots, tag) {
+            Some(Entry::Conn(c)) => c.send_external(bytes, tag, &mut self.core),
+            _ => false,
+        };
+        self.after_conn_visit(tag);
+        self.reap();
+        if sent {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such open connection",
+            ))
+        }
+    }
+
+    /// Closes the connection `token` names once its queued output is sent (an orderly
+    /// close: our FIN, then the peer's). Returns false if there is no such connection.
+    pub fn close(&mut self, token: mio::Token) -> bool {
+        let tag = Tag::from_token(token);
+        let found = match live(&mut self.slots, tag) {
+            Some(Entry::Conn(c)) => {
+                c.close_external(tag, &mut self.core);
+                true
+            }
+            _ => false,
+        };
+        self.after_conn_visit(tag);
+        self.reap();
+        found
+    }
+
     /// Binds a datagram socket (UDP, or Unix datagram at a path) served by `proto`.
     /// Returns its token and the bound endpoint (with the real port for port 0).
     pub fn bind_datagram<P: DatagramProtocol + 'static>(
