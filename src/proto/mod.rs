@@ -50,6 +50,7 @@
 //! ```
 
 pub mod echo;
+pub mod line;
 
 pub use crate::error::PeerError;
 
