@@ -25,8 +25,9 @@
 //!
 //! - [`proto`]: the protocol contract ([`proto::Protocol`], [`proto::Out`]) and the demo
 //!   machines. No sockets, no clocks, no threads.
-//! - [`reactor`]: the non-blocking driver. One turn of its loop is documented step by
-//!   step there.
+//! - [`reactor`]: the non-blocking driver: TCP and Unix listeners and outgoing
+//!   connections, UDP and Unix datagram sockets, timers, a cross-thread handle, graceful
+//!   shutdown. One turn of its loop is documented step by step there.
 //! - [`blocking`]: the threaded and iterative drivers over `std::net`.
 //! - [`demos`]: a demo × a driver → a running server; used by the CLI and the tests.
 //! - [`buf`]: the output buffer and the one write-until-`WouldBlock` loop.
@@ -57,11 +58,11 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! # Not implemented (yet)
+//! # Not implemented
 //!
-//! Timers for protocols and idle timeouts, graceful shutdown with a drain deadline, UDP,
-//! Unix sockets and outgoing connections come next (see the issue tracker); TLS and
-//! multi-threaded reactors are out of scope.
+//! TLS, multi-threaded reactors, Windows, and the readiness of files or pipes (the poller
+//! watches sockets only). The demos beyond echo come with later work (see the issue
+//! tracker).
 //!
 //! [mio]: https://docs.rs/mio
 //! [slab]: https://docs.rs/slab

@@ -123,6 +123,8 @@ impl std::str::FromStr for Endpoint {
 /// A socket file left behind by a server that died is *stale*: nothing accepts on it, so
 /// a connect is refused. Such a file is removed. A file some live server still accepts
 /// on, or a file that is not a socket at all, is left alone and reported as an error.
+/// The probe is a real connect, so a live server sees one connection that closes at once;
+/// nothing short of that tells a live socket from a dead one.
 pub fn clear_stale_unix_socket(path: &std::path::Path) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let meta = match std::fs::symlink_metadata(path) {

@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pending: AtomicBool,
     /// The reactor is gone; posts fail instead of queueing forever.
     closed: AtomicBool,
+    /// The thread that last ran the loop, so `Handle::call` can refuse to deadlock on it.
+    loop_thread: Mutex<Option<std::thread::ThreadId>>,
 }
 
 impl Shared {
@@ -36,6 +38,15 @@ impl Shared {
             waker,
             pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            loop_thread: Mutex::new(None),
+        }
+    }
+
+    pub fn set_loop_thread(&self) {
+        let me = std::thread::current().id();
+        let mut t = self.loop_thread.lock().unwrap_or_else(|p| p.into_inner());
+        if *t != Some(me) {
+            *t = Some(me);
         }
     }
 
@@ -80,6 +91,32 @@ impl Handle {
         F: FnOnce(&mut Reactor) + Send + 'static,
     {
         self.send(Command::Run(Box::new(task)))
+    }
+
+    /// Runs `f` on the loop's thread and waits for its result.
+    ///
+    /// Returns [`Closed`] if the reactor stops before running it, or if called from the
+    /// loop's own thread (where waiting would deadlock: use [`Handle::post`] there).
+    pub fn call<R, F>(&self, f: F) -> Result<R, Closed>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Reactor) -> R + Send + 'static,
+    {
+        let on_loop = *self
+            .shared
+            .loop_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            == Some(std::thread::current().id());
+        if on_loop {
+            return Err(Closed);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.post(move |r| {
+            let _ = tx.send(f(r));
+        })?;
+        // If the reactor is dropped with the task unrun, the sender is dropped too.
+        rx.recv().map_err(|_| Closed)
     }
 
     /// Asks for a graceful shutdown ([`Reactor::shutdown`]): listeners close, connections

@@ -759,6 +759,18 @@ impl Reactor {
             .collect()
     }
 
+    /// The phase of the connection `token` names, or `None` once it is gone.
+    pub fn phase(&self, token: mio::Token) -> Option<Phase> {
+        let tag = Tag::from_token(token);
+        match self.slots.get(tag.key) {
+            Some(Slot {
+                gen,
+                entry: Entry::Conn(c),
+            }) if *gen == tag.gen => Some(c.phase()),
+            _ => None,
+        }
+    }
+
     /// Unsent output bytes held for all connections together.
     pub fn buffered_output(&self) -> usize {
         self.slots
@@ -854,9 +866,15 @@ impl Reactor {
     /// Errors only if the poller itself fails; errors of single connections close those
     /// connections and are counted in [`Stats`].
     pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        self.shared.set_loop_thread();
         // 1. How long may we sleep?
         std::mem::swap(&mut self.revisiting, &mut self.core.revisit);
         let timeout = if self.revisiting.is_empty() {
+            let slots = &self.slots;
+            self.core.timers.prune_top(|kind| match kind {
+                TimerKind::User(t) => slots.get(t.key).is_some_and(|s| s.gen == t.gen),
+                _ => true,
+            });
             let now = Instant::now();
             let timer = self
                 .core
@@ -1115,8 +1133,12 @@ impl Reactor {
             .registry()
             .register(conn.stream_mut(), tag.token(), interest)?;
         if phase == Phase::Open {
+            let how = match conn.peer() {
+                Endpoint::Inet(_) => ": the kernel completed its three-way handshake",
+                Endpoint::Unix(_) => "",
+            };
             log::debug!(
-                "accept {} as conn {} (gen {}): the kernel completed its three-way handshake",
+                "accept {} as conn {} (gen {}){how}",
                 conn.peer(),
                 tag.key,
                 tag.gen

@@ -57,6 +57,17 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
+    /// Pops entries at the top that `live` rejects (cancelled timers), so the poll timeout
+    /// is not cut short for a timer that will never fire.
+    pub fn prune_top(&mut self, mut live: impl FnMut(&TimerKind) -> bool) {
+        while let Some(Reverse((_, _, kind))) = self.heap.peek() {
+            if live(kind) {
+                return;
+            }
+            self.heap.pop();
+        }
+    }
+
     /// Removes and returns the earliest timer due at `now`, if any.
     pub fn pop_expired(&mut self, now: Instant) -> Option<TimerKind> {
         match self.heap.peek() {
