@@ -49,8 +49,14 @@
 //! assert_eq!(sent, b"ping\n");
 //! ```
 
+pub mod ack;
 pub mod echo;
+pub mod file;
+pub mod greet;
+pub mod hello;
+pub mod http;
 pub mod line;
+pub mod stamp;
 
 pub use crate::error::PeerError;
 
