@@ -22,7 +22,7 @@
 //! nothing for datagrams, so both modes serve them the same way).
 
 use crate::net::Endpoint;
-use crate::proto::{Action, CloseReason, DatagramProtocol, Out, Protocol};
+use crate::proto::{Action, CloseReason, DatagramProtocol, Deliver, Mailbox, Out, Protocol};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -39,6 +39,8 @@ pub trait BlockingStream: Read + Write + Send + 'static {
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
     /// Bounds how long `read` blocks (`None`: forever).
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    /// Bounds how long `write` blocks (`None`: forever).
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     /// A second handle to the same socket, for [`BlockingServer::stop`] to shut it down.
     fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>>;
 }
@@ -49,6 +51,9 @@ impl BlockingStream for TcpStream {
     }
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         TcpStream::set_read_timeout(self, t)
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, t)
     }
     fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>> {
         Ok(Box::new(self.try_clone()?))
@@ -61,6 +66,9 @@ impl BlockingStream for UnixStream {
     }
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         UnixStream::set_read_timeout(self, t)
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_write_timeout(self, t)
     }
     fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>> {
         Ok(Box::new(self.try_clone()?))
@@ -147,6 +155,91 @@ where
     reason
 }
 
+/// How long a [`Mailbox`] delivery may block on a peer that does not read before that
+/// peer is dropped: a slow reader must not hold up the connection delivering to it.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The blocking side of a [`Mailbox`]: another thread writes straight to the socket,
+/// under the same lock as the connection's own writes so messages never interleave.
+struct StreamMailbox {
+    writer: Arc<Mutex<Box<dyn BlockingStream>>>,
+}
+
+impl Deliver for StreamMailbox {
+    fn deliver(&self, bytes: &[u8]) -> bool {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match w.write_all(bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("delivery failed ({e}): dropping the connection");
+                let _ = w.shutdown(Shutdown::Both);
+                false
+            }
+        }
+    }
+
+    fn close(&self) {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // Our blocking read then returns 0 and the connection ends.
+        let _ = w.shutdown(Shutdown::Both);
+    }
+}
+
+/// Stands in for a socket that could not be cloned: every operation fails.
+struct DeadStream;
+
+impl Read for DeadStream {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::NotConnected.into())
+    }
+}
+
+impl Write for DeadStream {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::NotConnected.into())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BlockingStream for DeadStream {
+    fn shutdown(&self, _: Shutdown) -> io::Result<()> {
+        Ok(())
+    }
+    fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+    fn set_write_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+    fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>> {
+        Ok(Box::new(DeadStream))
+    }
+}
+
+/// Where a connection's own output goes: straight to the socket, or, once a mailbox
+/// exists, through the lock it shares with deliveries from other threads.
+struct Writer {
+    shared: std::cell::OnceCell<Arc<Mutex<Box<dyn BlockingStream>>>>,
+}
+
+impl Writer {
+    fn write_all<S: BlockingStream + ?Sized>(
+        &self,
+        stream: &mut S,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match self.shared.get() {
+            Some(w) => w.lock().unwrap_or_else(|p| p.into_inner()).write_all(bytes),
+            None => stream.write_all(bytes),
+        }
+    }
+}
+
 fn drive<S, P>(stream: &mut S, proto: &mut P) -> io::Result<CloseReason>
 where
     S: BlockingStream + ?Sized,
@@ -155,16 +248,50 @@ where
     let mut buf = vec![0u8; 64 * 1024];
     let mut input: Vec<u8> = Vec::new();
     let mut output = Vec::new();
+    let writer = Writer {
+        shared: std::cell::OnceCell::new(),
+    };
 
-    let mut out = Out::new(&mut output, Instant::now());
+    let shared_stream: &S = stream;
+    // The socket is cloned (one dup) only if the protocol asks for a mailbox.
+    let make = || {
+        let w = writer.shared.get_or_init(|| {
+            let clone = shared_stream.try_clone_boxed().unwrap_or_else(|e| {
+                // Out of fds: deliveries fail (the mailbox reports the connection gone).
+                log::warn!("cannot clone a socket for its mailbox: {e}");
+                Box::new(DeadStream)
+            });
+            let _ = clone.set_write_timeout(Some(DELIVERY_TIMEOUT));
+            Arc::new(Mutex::new(clone))
+        });
+        Mailbox::new(Arc::new(StreamMailbox {
+            writer: Arc::clone(w),
+        }))
+    };
+    let mut out = Out::new(&mut output, Instant::now()).with_mailbox(&make);
     proto.handle_open(&mut out);
+    let mut wants_writable = out.wants_writable();
     let mut action = out.action();
     let mut timeout_set = None;
     loop {
         if action != Action::Abort {
-            stream.write_all(&output)?;
+            writer.write_all(stream, &output)?;
         }
         output.clear();
+        // A streaming protocol produces its next piece each time the last one is sent.
+        while wants_writable && action == Action::Continue {
+            let mut out = Out::new(&mut output, Instant::now());
+            proto.handle_writable(&mut out);
+            wants_writable = out.wants_writable();
+            action = out.action();
+            if output.is_empty() {
+                break;
+            }
+            if action != Action::Abort {
+                writer.write_all(stream, &output)?;
+            }
+            output.clear();
+        }
         match action {
             Action::Continue => {}
             Action::CloseAfterFlush => return linger_close(stream, &mut buf),
@@ -193,6 +320,7 @@ where
                 if deadline.is_some_and(|d| d <= out.now()) {
                     proto.handle_timeout(&mut out);
                 }
+                wants_writable |= out.wants_writable();
                 action = out.action();
                 continue;
             }
@@ -203,7 +331,7 @@ where
             let result = proto.handle_eof(&input, &mut out);
             let aborted = out.action() == Action::Abort;
             if !aborted {
-                stream.write_all(&output)?;
+                writer.write_all(stream, &output)?;
             }
             return Ok(match result {
                 Err(e) => CloseReason::PeerError(e.reason().to_string()),
@@ -215,6 +343,7 @@ where
         match proto.handle_input(&input, &mut out) {
             Ok(used) => {
                 input.drain(..used.min(input.len()));
+                wants_writable |= out.wants_writable();
                 action = out.action();
             }
             Err(e) => {

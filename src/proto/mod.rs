@@ -28,8 +28,15 @@
 //!    deadlines.
 //! 7. When the server shuts down gracefully, [`Protocol::handle_shutdown`] is called once;
 //!    the default closes the connection after its output is sent.
-//! 8. Finally, [`Protocol::handle_close`] says how the connection ended, whatever the
-//!    reason, once. No call follows it.
+//! 8. A machine that streams more output than it wants to hold (a file being sent) calls
+//!    [`Out::want_writable`]; once everything queued has been taken by the socket, the
+//!    driver calls [`Protocol::handle_writable`] for the next piece. Output memory stays
+//!    bounded by one piece plus the driver's buffer.
+//! 9. A machine that must receive bytes from elsewhere (another connection's message in a
+//!    chat, a timer of the embedder's) takes a [`Mailbox`] from [`Out::mailbox`] in
+//!    `handle_open`; whoever holds it can [`Mailbox::deliver`] bytes to this connection.
+//! 10. Finally, [`Protocol::handle_close`] says how the connection ended, whatever the
+//!     reason, once. No call follows it.
 //!
 //! Output goes into a sink the driver lends ([`Out`]) rather than being polled out of the
 //! machine afterwards: the reactor lends one buffer owned by the loop to every connection,
@@ -63,6 +70,7 @@ pub use crate::error::PeerError;
 use crate::net::Endpoint;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What a protocol asks its driver to do with the connection besides sending bytes.
@@ -84,6 +92,8 @@ pub struct Out<'a> {
     buf: &'a mut Vec<u8>,
     action: Action,
     now: Instant,
+    want_writable: bool,
+    mailbox: Option<&'a dyn Fn() -> Mailbox>,
 }
 
 impl<'a> Out<'a> {
@@ -93,7 +103,32 @@ impl<'a> Out<'a> {
             buf,
             action: Action::Continue,
             now,
+            want_writable: false,
+            mailbox: None,
         }
+    }
+
+    /// The same sink, able to hand out this connection's [`Mailbox`] (drivers that support
+    /// delivery from elsewhere pass a maker in `handle_open`).
+    pub fn with_mailbox(mut self, make: &'a dyn Fn() -> Mailbox) -> Out<'a> {
+        self.mailbox = Some(make);
+        self
+    }
+
+    /// A handle through which bytes can be delivered to this connection from outside its
+    /// own calls, if the driver offers one (see the calling contract, step 9).
+    pub fn mailbox(&self) -> Option<Mailbox> {
+        self.mailbox.map(|make| make())
+    }
+
+    /// Asks for [`Protocol::handle_writable`] once everything queued has been sent.
+    pub fn want_writable(&mut self) {
+        self.want_writable = true;
+    }
+
+    /// Returns true if and only if [`Out::want_writable`] was called during this call.
+    pub fn wants_writable(&self) -> bool {
+        self.want_writable
     }
 
     /// Queues `bytes` to be sent after everything queued before them.
@@ -173,6 +208,10 @@ pub trait Protocol {
         out.close();
     }
 
+    /// Everything queued so far has been sent and the machine asked for this with
+    /// [`Out::want_writable`]: produce the next piece of output.
+    fn handle_writable(&mut self, _out: &mut Out<'_>) {}
+
     /// The connection has ended, for `reason`. The last call the machine receives.
     fn handle_close(&mut self, _reason: &CloseReason) {}
 
@@ -204,6 +243,9 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     fn handle_shutdown(&mut self, out: &mut Out<'_>) {
         (**self).handle_shutdown(out)
     }
+    fn handle_writable(&mut self, out: &mut Out<'_>) {
+        (**self).handle_writable(out)
+    }
     fn handle_close(&mut self, reason: &CloseReason) {
         (**self).handle_close(reason)
     }
@@ -212,6 +254,50 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     }
     fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
         (**self).handle_eof(rest, out)
+    }
+}
+
+/// How a driver delivers bytes to one of its connections on behalf of a [`Mailbox`].
+pub trait Deliver: Send + Sync {
+    /// Queues `bytes` for the connection, after what it has queued already. Returns false
+    /// if the connection is gone.
+    fn deliver(&self, bytes: &[u8]) -> bool;
+    /// Closes the connection once what is queued has been sent.
+    fn close(&self);
+}
+
+/// A `Clone + Send + Sync` address for delivering bytes to one connection from outside
+/// its protocol's own calls: another connection's machine (a chat broadcast), a timer,
+/// another thread. Taken from [`Out::mailbox`].
+///
+/// The driver bounds what it holds for the connection: if the peer does not read and
+/// deliveries pile up past the driver's output limit, the connection is dropped (logged)
+/// rather than allowed to grow memory or hold up the sender.
+#[derive(Clone)]
+pub struct Mailbox {
+    inner: Arc<dyn Deliver>,
+}
+
+impl Mailbox {
+    /// A mailbox delivering through `inner` (for drivers).
+    pub fn new(inner: Arc<dyn Deliver>) -> Mailbox {
+        Mailbox { inner }
+    }
+
+    /// Queues `bytes` for the connection. Returns false if it is gone.
+    pub fn deliver(&self, bytes: &[u8]) -> bool {
+        self.inner.deliver(bytes)
+    }
+
+    /// Closes the connection once what is queued has been sent.
+    pub fn close(&self) {
+        self.inner.close()
+    }
+}
+
+impl fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailbox").finish_non_exhaustive()
     }
 }
 

@@ -31,13 +31,14 @@
 //! - Registered interest is derived from the state ([`Conn::interest`]), never set by hand:
 //!   READABLE always, WRITABLE exactly while `out` is non-empty.
 
+use super::handle::ConnMailbox;
 use super::stream::Stream;
 use super::timers::TimerKind;
 use super::token::Tag;
 use super::{Core, Timeouts};
 use crate::buf::{write_nb, OutBuf};
 use crate::net::Endpoint;
-use crate::proto::{Action, CloseReason, Out, Protocol};
+use crate::proto::{Action, CloseReason, Mailbox, Out, Protocol};
 use mio::{Interest, Registry};
 use std::fmt;
 use std::io::{self, Read};
@@ -120,6 +121,8 @@ pub(crate) struct Conn {
     /// The slot is on the revisit list for next turn: it spent its read budget this turn
     /// and must not read again before then, even if a new edge arrives.
     revisit_queued: bool,
+    /// The protocol asked for `handle_writable` once its output has drained.
+    wants_writable: bool,
     /// The interest currently registered with the poller.
     registered: Interest,
     /// Idle and write-stall timeouts, shared with the listener that accepted us.
@@ -155,6 +158,7 @@ impl Conn {
             fin_seen: false,
             paused: false,
             revisit_queued: false,
+            wants_writable: false,
             registered: Conn::interest_for(phase, false),
             timeouts,
             last_io: now,
@@ -251,6 +255,7 @@ impl Conn {
             core.scratch.clear();
             let mut out = Out::new(&mut core.scratch, now);
             self.proto.handle_timeout(&mut out);
+            self.wants_writable |= out.wants_writable();
             let action = out.action();
             self.send_scratch(tag, core, action);
         }
@@ -301,6 +306,7 @@ impl Conn {
                 core.scratch.clear();
                 let mut out = Out::new(&mut core.scratch, core.now);
                 self.proto.handle_shutdown(&mut out);
+                self.wants_writable |= out.wants_writable();
                 let action = out.action();
                 self.send_scratch(tag, core, action);
             }
@@ -328,11 +334,57 @@ impl Conn {
 
     /// The connection was just accepted: let the protocol speak first.
     pub fn open(&mut self, tag: Tag, core: &mut Core) {
-        core.scratch.clear();
-        let mut out = Out::new(&mut core.scratch, core.now);
+        let Core {
+            scratch,
+            now,
+            shared,
+            ..
+        } = &mut *core;
+        scratch.clear();
+        let make = || {
+            Mailbox::new(std::sync::Arc::new(ConnMailbox {
+                shared: std::sync::Arc::clone(shared),
+                tag,
+            }))
+        };
+        let mut out = Out::new(scratch, *now).with_mailbox(&make);
         self.proto.handle_open(&mut out);
+        self.wants_writable |= out.wants_writable();
         let action = out.action();
         self.send_scratch(tag, core, action);
+        self.pump(tag, core);
+    }
+
+    /// Feeds a streaming protocol: while it wants more and everything so far has been
+    /// sent, ask it for the next piece, up to a per-turn budget (then continue next turn).
+    fn pump(&mut self, tag: Tag, core: &mut Core) {
+        let mut budget = core.cfg.read_budget.saturating_mul(4);
+        while self.wants_writable
+            && self.out.is_empty()
+            && matches!(self.phase, Phase::Open | Phase::PeerClosed)
+        {
+            if budget == 0 {
+                if !self.revisit_queued {
+                    self.revisit_queued = true;
+                    core.revisit.push(tag);
+                }
+                return;
+            }
+            self.wants_writable = false;
+            core.scratch.clear();
+            let mut out = Out::new(&mut core.scratch, core.now);
+            self.proto.handle_writable(&mut out);
+            self.wants_writable = out.wants_writable();
+            let action = out.action();
+            let produced = core.scratch.len();
+            self.send_scratch(tag, core, action);
+            if produced == 0 {
+                // Asked for more but had nothing to give: wait for the next event rather
+                // than spin.
+                return;
+            }
+            budget = budget.saturating_sub(produced);
+        }
     }
 
     /// The poller reported readiness for this connection.
@@ -358,6 +410,7 @@ impl Conn {
         // Already queued to read next turn: this turn's budget is spent.
         if !self.revisit_queued {
             self.read(tag, core);
+            self.pump(tag, core);
         }
     }
 
@@ -395,6 +448,7 @@ impl Conn {
     pub fn revisit(&mut self, tag: Tag, core: &mut Core) {
         self.revisit_queued = false;
         self.read(tag, core);
+        self.pump(tag, core);
     }
 
     /// Reads until `WouldBlock`, the per-turn budget, the high-water mark, or the end of
@@ -489,6 +543,7 @@ impl Conn {
                 }
             })
         };
+        self.wants_writable |= out.wants_writable();
         let mut action = out.action();
         match result {
             Ok(()) if self.input.len() > cfg.max_input => {
@@ -518,6 +573,7 @@ impl Conn {
                 core.scratch.clear();
                 let mut out = Out::new(&mut core.scratch, core.now);
                 let result = self.proto.handle_eof(&self.input, &mut out);
+                self.wants_writable |= out.wants_writable();
                 let mut action = out.action();
                 if let Err(e) = result {
                     log::debug!("conn {} {}: {e}", tag.key, self.peer);

@@ -18,6 +18,10 @@ pub(crate) enum Command {
     Run(Task),
     Shutdown,
     StopNow,
+    /// Bytes for a connection, from its [`crate::proto::Mailbox`].
+    Deliver(super::token::Tag, Vec<u8>),
+    /// Close a connection after its output, from its mailbox.
+    CloseConn(super::token::Tag),
 }
 
 pub(crate) struct Shared {
@@ -29,6 +33,9 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// The thread that last ran the loop, so `Handle::call` can refuse to deadlock on it.
     loop_thread: Mutex<Option<std::thread::ThreadId>>,
+    /// Commands were queued from the loop's own thread: no wake-up was sent (the loop is
+    /// awake), and the loop takes them at the end of the turn.
+    local: AtomicBool,
 }
 
 impl Shared {
@@ -39,7 +46,41 @@ impl Shared {
             pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             loop_thread: Mutex::new(None),
+            local: AtomicBool::new(false),
         }
+    }
+
+    fn on_loop_thread(&self) -> bool {
+        *self.loop_thread.lock().unwrap_or_else(|p| p.into_inner())
+            == Some(std::thread::current().id())
+    }
+
+    /// Queues a command, waking the loop only if it might be asleep: from the loop's own
+    /// thread the command is taken at the end of the current turn, no syscall needed.
+    pub fn push(&self, cmd: Command) -> Result<(), Closed> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Closed);
+        }
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cmd);
+        if self.on_loop_thread() {
+            self.local.store(true, Ordering::SeqCst);
+        } else if !self.pending.swap(true, Ordering::SeqCst) {
+            // A failed wake-up means the poller itself is gone: the reactor is being
+            // dropped, and `closed` will say so to the next caller.
+            if let Err(e) = self.waker.wake() {
+                log::warn!("waking the reactor failed: {e}");
+                return Err(Closed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns true (and clears the mark) if commands were queued from the loop's thread.
+    pub fn take_local_mark(&self) -> bool {
+        self.local.swap(false, Ordering::SeqCst)
     }
 
     pub fn set_loop_thread(&self) {
@@ -102,13 +143,7 @@ impl Handle {
         R: Send + 'static,
         F: FnOnce(&mut Reactor) -> R + Send + 'static,
     {
-        let on_loop = *self
-            .shared
-            .loop_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            == Some(std::thread::current().id());
-        if on_loop {
+        if self.shared.on_loop_thread() {
             return Err(Closed);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -132,23 +167,26 @@ impl Handle {
     }
 
     fn send(&self, cmd: Command) -> Result<(), Closed> {
-        if self.shared.closed.load(Ordering::SeqCst) {
-            return Err(Closed);
-        }
+        self.shared.push(cmd)
+    }
+}
+
+/// The reactor's side of a [`crate::proto::Mailbox`]: deliveries become commands on the
+/// handle's queue, applied on the loop's thread.
+pub(crate) struct ConnMailbox {
+    pub shared: Arc<Shared>,
+    pub tag: super::token::Tag,
+}
+
+impl crate::proto::Deliver for ConnMailbox {
+    fn deliver(&self, bytes: &[u8]) -> bool {
         self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(cmd);
-        if !self.shared.pending.swap(true, Ordering::SeqCst) {
-            // A failed wake-up means the poller itself is gone: the reactor is being
-            // dropped, and `closed` will say so to the next caller.
-            if let Err(e) = self.shared.waker.wake() {
-                log::warn!("waking the reactor failed: {e}");
-                return Err(Closed);
-            }
-        }
-        Ok(())
+            .push(Command::Deliver(self.tag, bytes.to_vec()))
+            .is_ok()
+    }
+
+    fn close(&self) {
+        let _ = self.shared.push(Command::CloseConn(self.tag));
     }
 }
 

@@ -218,6 +218,8 @@ pub(crate) struct Core {
     reap: Vec<Tag>,
     /// Reusable buffer for the datagrams a protocol sends in reply.
     transmits: Vec<Transmit>,
+    /// The handle's queue, for the mailboxes handed to protocols.
+    shared: Arc<Shared>,
     /// The time of this turn, read once after the poll returns.
     now: Instant,
 }
@@ -312,6 +314,7 @@ impl Reactor {
     pub fn with_config(cfg: Config) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let shared = Arc::new(Shared::new(waker));
         Ok(Reactor {
             events: Events::with_capacity(cfg.events_capacity.max(1)),
             poll,
@@ -327,9 +330,10 @@ impl Reactor {
                 revisit: Vec::new(),
                 reap: Vec::new(),
                 transmits: Vec::new(),
+                shared: Arc::clone(&shared),
                 now: Instant::now(),
             },
-            shared: Arc::new(Shared::new(waker)),
+            shared,
             commands: Vec::new(),
             revisiting: Vec::new(),
             state: RunState::Running,
@@ -941,7 +945,11 @@ impl Reactor {
         }
         self.due_timers = due;
 
-        // 6. Reap, then give freed room to listeners that were waiting for it.
+        // 6. Deliveries queued from this thread during the turn (mailboxes), then reap and
+        //    give freed room to listeners that were waiting for it.
+        if self.shared.take_local_mark() {
+            self.run_commands();
+        }
         self.reap();
         Ok(handled)
     }
@@ -1225,6 +1233,18 @@ impl Reactor {
                 Command::StopNow => {
                     log::info!("immediate stop requested through the handle");
                     self.stop_now();
+                }
+                Command::Deliver(tag, bytes) => {
+                    if let Some(Entry::Conn(c)) = live(&mut self.slots, tag) {
+                        c.send_external(&bytes, tag, &mut self.core);
+                        self.after_conn_visit(tag);
+                    }
+                }
+                Command::CloseConn(tag) => {
+                    if let Some(Entry::Conn(c)) = live(&mut self.slots, tag) {
+                        c.close_external(tag, &mut self.core);
+                        self.after_conn_visit(tag);
+                    }
                 }
             }
         }
