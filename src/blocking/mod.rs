@@ -150,7 +150,20 @@ where
     S: BlockingStream + ?Sized,
     P: Protocol + ?Sized,
 {
-    let reason = drive(stream, proto).unwrap_or_else(|e| CloseReason::Io(e.kind()));
+    serve_connection_from(stream, None, proto)
+}
+
+/// [`serve_connection`], telling the protocol who the peer is ([`Out::peer`]).
+pub fn serve_connection_from<S, P>(
+    stream: &mut S,
+    peer: Option<&Endpoint>,
+    proto: &mut P,
+) -> CloseReason
+where
+    S: BlockingStream + ?Sized,
+    P: Protocol + ?Sized,
+{
+    let reason = drive(stream, peer, proto).unwrap_or_else(|e| CloseReason::Io(e.kind()));
     proto.handle_close(&reason);
     reason
 }
@@ -240,7 +253,7 @@ impl Writer {
     }
 }
 
-fn drive<S, P>(stream: &mut S, proto: &mut P) -> io::Result<CloseReason>
+fn drive<S, P>(stream: &mut S, peer: Option<&Endpoint>, proto: &mut P) -> io::Result<CloseReason>
 where
     S: BlockingStream + ?Sized,
     P: Protocol + ?Sized,
@@ -269,6 +282,9 @@ where
         }))
     };
     let mut out = Out::new(&mut output, Instant::now()).with_mailbox(&make);
+    if let Some(peer) = peer {
+        out = out.with_peer(peer);
+    }
     proto.handle_open(&mut out);
     let mut wants_writable = out.wants_writable();
     let mut action = out.action();
@@ -656,7 +672,7 @@ fn run_one(
     mut proto: Box<dyn Protocol + Send>,
     inner: &Inner,
 ) {
-    let reason = serve_connection(&mut *stream, &mut *proto);
+    let reason = serve_connection_from(&mut *stream, Some(&peer), &mut *proto);
     log::debug!("close {peer} (conn {id}): {reason}");
     forget(inner, id);
 }

@@ -57,6 +57,7 @@
 //! ```
 
 pub mod ack;
+pub mod chat;
 pub mod echo;
 pub mod file;
 pub mod greet;
@@ -94,6 +95,7 @@ pub struct Out<'a> {
     now: Instant,
     want_writable: bool,
     mailbox: Option<&'a dyn Fn() -> Mailbox>,
+    peer: Option<&'a Endpoint>,
 }
 
 impl<'a> Out<'a> {
@@ -105,7 +107,20 @@ impl<'a> Out<'a> {
             now,
             want_writable: false,
             mailbox: None,
+            peer: None,
         }
+    }
+
+    /// The same sink, telling the machine who the peer is (drivers pass it in
+    /// `handle_open`).
+    pub fn with_peer(mut self, peer: &'a Endpoint) -> Out<'a> {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// The peer's address, where the driver tells it (in `handle_open`).
+    pub fn peer(&self) -> Option<&Endpoint> {
+        self.peer
     }
 
     /// The same sink, able to hand out this connection's [`Mailbox`] (drivers that support

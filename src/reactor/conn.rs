@@ -347,7 +347,9 @@ impl Conn {
                 tag,
             }))
         };
-        let mut out = Out::new(scratch, *now).with_mailbox(&make);
+        let mut out = Out::new(scratch, *now)
+            .with_mailbox(&make)
+            .with_peer(&self.peer);
         self.proto.handle_open(&mut out);
         self.wants_writable |= out.wants_writable();
         let action = out.action();
