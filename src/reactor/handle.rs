@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     /// Commands were queued from the loop's own thread: no wake-up was sent (the loop is
     /// awake), and the loop takes them at the end of the turn.
     local: AtomicBool,
+    /// A turn is running (between `run_once`'s start and end): only then is a command from
+    /// the loop's thread sure to be seen without a wake-up.
+    in_turn: AtomicBool,
 }
 
 impl Shared {
@@ -47,7 +50,12 @@ impl Shared {
             closed: AtomicBool::new(false),
             loop_thread: Mutex::new(None),
             local: AtomicBool::new(false),
+            in_turn: AtomicBool::new(false),
         }
+    }
+
+    pub fn set_in_turn(&self, on: bool) {
+        self.in_turn.store(on, Ordering::SeqCst);
     }
 
     fn on_loop_thread(&self) -> bool {
@@ -65,7 +73,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(cmd);
-        if self.on_loop_thread() {
+        if self.in_turn.load(Ordering::SeqCst) && self.on_loop_thread() {
             self.local.store(true, Ordering::SeqCst);
         } else if !self.pending.swap(true, Ordering::SeqCst) {
             // A failed wake-up means the poller itself is gone: the reactor is being

@@ -871,6 +871,36 @@ impl Reactor {
     /// connections and are counted in [`Stats`].
     pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         self.shared.set_loop_thread();
+        self.shared.set_in_turn(true);
+        let result = self.turn(timeout);
+        self.shared.set_in_turn(false);
+        result
+    }
+
+    /// How long the loop may sleep before it has work: zero if a source is waiting to be
+    /// revisited (its budget ran out; no new event will announce it), else the time to
+    /// the nearest timer, or `None` if only an event can give it work.
+    ///
+    /// An embedder that nests the reactor in its own poller waits on [`AsRawFd`] for at
+    /// most this long, then calls `run_once(Some(Duration::ZERO))`.
+    ///
+    /// [`AsRawFd`]: std::os::fd::AsRawFd
+    pub fn next_timeout(&mut self) -> Option<Duration> {
+        if !self.core.revisit.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let slots = &self.slots;
+        self.core.timers.prune_top(|kind| match kind {
+            TimerKind::User(t) => slots.get(t.key).is_some_and(|s| s.gen == t.gen),
+            _ => true,
+        });
+        self.core
+            .timers
+            .next_deadline()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn turn(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         // 1. How long may we sleep?
         std::mem::swap(&mut self.revisiting, &mut self.core.revisit);
         let timeout = if self.revisiting.is_empty() {
@@ -1321,7 +1351,8 @@ impl Drop for Reactor {
 
 impl std::os::fd::AsRawFd for Reactor {
     /// The poller's own fd (an epoll instance on Linux): readable when this reactor has
-    /// events, so the reactor can be nested inside another event loop.
+    /// events, so the reactor can be nested inside another event loop. Events are not its
+    /// only work: wait on it for at most [`Reactor::next_timeout`] (revisits and timers).
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.poll.as_raw_fd()
     }

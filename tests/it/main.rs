@@ -13,3 +13,5 @@ mod cli;
 mod echo;
 mod limits;
 mod reactor;
+mod services;
+mod transports;
