@@ -12,6 +12,7 @@ mod support;
 mod cli;
 mod echo;
 mod limits;
+mod line_demos;
 mod reactor;
 mod services;
 mod transports;
