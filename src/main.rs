@@ -1,8 +1,9 @@
 //! The `sockloop` command: serve a demo, or talk to one.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use sockloop::demos::{self, Demo, Driver, Transport};
+use sockloop::demos::{self, Demo, DemoOptions, Driver, Transport};
 use sockloop::net::Endpoint;
+use sockloop::proto::chat::ChatConfig;
 use sockloop::reactor::{Config, Timeouts};
 use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown;
@@ -20,22 +21,33 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve a demo. Prints `listening <demo> <transport> <address>` once bound.
+    /// Serve a demo, or all of them (the default) on one reactor thread. Prints
+    /// `listening <demo> <transport> <address>` for each bound socket.
     /// Try `RUST_LOG=trace` to watch every readiness event, read and write.
     Serve {
-        /// The demo to serve.
-        #[arg(value_enum, default_value_t = Demo::Echo)]
-        demo: Demo,
-        /// How the server waits for I/O.
+        /// The demo to serve, or `all`: every demo on consecutive ports from --base-port.
+        #[arg(value_enum, default_value_t = ServeWhat::All)]
+        demo: ServeWhat,
+        /// How the server waits for I/O (`all` always uses the reactor).
         #[arg(long, value_enum, default_value_t = Driver::Reactor)]
         driver: Driver,
-        /// The kind of socket to serve on.
-        #[arg(long, value_enum, default_value_t = Transport::Tcp)]
-        transport: Transport,
+        /// The kind of socket to serve on (default: the demo's own, udp for hello).
+        #[arg(long, value_enum)]
+        transport: Option<Transport>,
         /// Where to listen: IP and port (port 0 picks a free one), or a path for the Unix
-        /// transports. Default: 127.0.0.1:7000, or /tmp/sockloop.sock.
+        /// transports. Default: 127.0.0.1:7000, or /tmp/sockloop.sock. With `all`: the
+        /// host (its port is ignored; see --base-port).
         #[arg(long)]
         addr: Option<Endpoint>,
+        /// With `all`: the first demo's port; the others follow (0: free ports).
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
+        /// Chat: seconds of silence before a client gets PING.
+        #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+        ping_after: f64,
+        /// Chat: seconds of silence before a client is dropped.
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        drop_after: f64,
         /// Most connections open at once (reactor driver); more wait in the backlog.
         #[arg(long)]
         max_connections: Option<usize>,
@@ -59,10 +71,43 @@ enum Command {
         /// The server's address: IP and port, or a path for the Unix transports.
         #[arg(long)]
         addr: Endpoint,
-        /// The kind of socket.
-        #[arg(long, value_enum, default_value_t = Transport::Tcp)]
-        transport: Transport,
+        /// The kind of socket (default: the demo's own, udp for hello).
+        #[arg(long, value_enum)]
+        transport: Option<Transport>,
     },
+}
+
+/// What `serve` serves: one demo, or all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ServeWhat {
+    /// Every demo on one reactor thread, on consecutive ports.
+    All,
+    /// Sends every byte (or datagram) back.
+    Echo,
+    /// Answers `server received you message.` (tutorial 000).
+    Ack,
+    /// Answers `[<ctime>] <message>` (tutorial 002).
+    Stamp,
+    /// `Welcome!`, `Hello, <name>!`, `exit` (tutorial 003).
+    Greet,
+    /// UDP `Hello, <name>!` (tutorial 003).
+    Hello,
+    /// Server push: lines to every other client, PING when idle (tutorial 000).
+    Chat,
+}
+
+impl ServeWhat {
+    fn demo(self) -> Option<Demo> {
+        match self {
+            ServeWhat::All => None,
+            ServeWhat::Echo => Some(Demo::Echo),
+            ServeWhat::Ack => Some(Demo::Ack),
+            ServeWhat::Stamp => Some(Demo::Stamp),
+            ServeWhat::Greet => Some(Demo::Greet),
+            ServeWhat::Hello => Some(Demo::Hello),
+            ServeWhat::Chat => Some(Demo::Chat),
+        }
+    }
 }
 
 /// Parses the command line; on a mistake prints what was wrong and the usage, exit 2.
@@ -97,6 +142,9 @@ fn main() -> ExitCode {
             driver,
             transport,
             addr,
+            base_port,
+            ping_after,
+            drop_after,
             max_connections,
             idle_timeout,
             write_stall_timeout,
@@ -119,14 +167,29 @@ fn main() -> ExitCode {
                 Ok(cfg)
             })
             .and_then(|cfg| {
-                let at = addr.unwrap_or_else(|| default_addr(transport));
-                serve(demo, driver, transport, at, cfg)
+                let opts = DemoOptions {
+                    chat: ChatConfig {
+                        ping_after: seconds(Some(ping_after), "--ping-after")?.unwrap_or_default(),
+                        drop_after: seconds(Some(drop_after), "--drop-after")?.unwrap_or_default(),
+                    },
+                };
+                let what = match demo.demo() {
+                    None => What::All {
+                        host: addr,
+                        base_port,
+                    },
+                    Some(d) => {
+                        let t = transport.unwrap_or(d.default_transport());
+                        What::One(d, driver, t, addr.unwrap_or_else(|| default_addr(t)))
+                    }
+                };
+                serve(what, cfg, &opts)
             }),
         Command::Client {
             demo,
             addr,
             transport,
-        } => client(demo, transport, &addr),
+        } => client(demo, transport.unwrap_or(demo.default_transport()), &addr),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,36 +220,70 @@ fn seconds(value: Option<f64>, flag: &str) -> io::Result<Option<Duration>> {
         .transpose()
 }
 
-fn serve(
-    demo: Demo,
-    driver: Driver,
-    transport: Transport,
-    at: Endpoint,
-    cfg: Config,
-) -> io::Result<()> {
+/// One demo with its driver, transport and address, or every demo on one reactor.
+enum What {
+    One(Demo, Driver, Transport, Endpoint),
+    All {
+        host: Option<Endpoint>,
+        base_port: u16,
+    },
+}
+
+fn serve(what: What, cfg: Config, opts: &DemoOptions) -> io::Result<()> {
     // Install the handlers before anything is announced: a Ctrl-C that arrives right after
     // the `listening` line must stop the server cleanly, not kill it.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])?;
-    let server = demos::spawn(demo, driver, transport, at.clone(), cfg).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot serve {} over {transport} on {at}: {e}", demo.name()),
-        )
-    })?;
+    let server = match &what {
+        What::One(demo, driver, transport, at) => {
+            demos::spawn_with(*demo, *driver, *transport, at.clone(), cfg, opts).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot serve {} over {transport} on {at}: {e}", demo.name()),
+                )
+            })?
+        }
+        What::All { host, base_port } => {
+            let host = match host {
+                None => std::net::IpAddr::from([127, 0, 0, 1]),
+                Some(Endpoint::Inet(a)) => a.ip(),
+                Some(Endpoint::Unix(p)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("serve all needs an IP host, not the path {}", p.display()),
+                    ))
+                }
+            };
+            demos::spawn_all(host, *base_port, cfg, opts).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot serve all demos on {host} from port {base_port}: {e}"),
+                )
+            })?
+        }
+    };
     {
         let mut stdout = io::stdout().lock();
         for l in server.listening() {
             writeln!(stdout, "{l}")?;
         }
+        if let What::All { .. } = what {
+            writeln!(stdout, "\ntry:")?;
+            for l in server.listening() {
+                writeln!(stdout, "  {:<44} # {}", demos::try_it(l), l.demo)?;
+            }
+        }
         stdout.flush()?;
     }
-    log::info!(
-        "serving {} over {transport} with the {driver} driver; Ctrl-C stops",
-        demo.name()
-    );
+    match what {
+        What::One(demo, driver, transport, _) => log::info!(
+            "serving {} over {transport} with the {driver} driver; Ctrl-C stops",
+            demo.name()
+        ),
+        What::All { .. } => log::info!("serving every demo on one reactor thread; Ctrl-C stops"),
+    }
 
     // The first SIGINT/SIGTERM asks for a graceful stop; a second one exits at once.
     let sig_handle = signals.handle();
@@ -210,8 +307,13 @@ fn serve(
 }
 
 fn client(demo: Demo, transport: Transport, addr: &Endpoint) -> io::Result<()> {
-    let Demo::Echo = demo;
     transport.check(addr)?;
+    if !demo.supports(transport) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the {} demo does not run over {transport}", demo.name()),
+        ));
+    }
     let cannot = |e: io::Error| io::Error::new(e.kind(), format!("cannot reach {addr}: {e}"));
     match (transport, addr) {
         (Transport::Tcp, Endpoint::Inet(a)) => {

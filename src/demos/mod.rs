@@ -3,8 +3,10 @@
 
 use crate::blocking::{self, BlockingDatagram, BlockingListener, BlockingServer, Factory, Mode};
 use crate::net::Endpoint;
+use crate::proto::chat::{Chat, ChatConfig, Room};
 use crate::proto::echo::{DatagramEcho, Echo};
-use crate::proto::{DatagramProtocol, Protocol};
+use crate::proto::DatagramProtocol;
+use crate::proto::{ack::Ack, greet::Greeter, hello::Hello, stamp::Stamp};
 use crate::reactor::{Config, Reactor};
 use std::fmt;
 use std::io;
@@ -13,30 +15,107 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// The demos sockloop can serve.
+/// The demos sockloop can serve, one per program of the tutorials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Demo {
     /// Sends every byte (or datagram) back.
     Echo,
+    /// Answers every message with `server received you message.` (tutorial 000).
+    Ack,
+    /// Answers `[<ctime>] <message>` (tutorial 002's threaded timestamp server).
+    Stamp,
+    /// `Welcome!`, then `Hello, <message>!`; `exit` closes (tutorial 003).
+    Greet,
+    /// UDP: datagram `Michael` gets `Hello, Michael!` (tutorial 003).
+    Hello,
+    /// Every line goes to every other client; PING when idle (tutorial 000's server push).
+    Chat,
+}
+
+/// Settings of the demos that have any, shared by every server started with them.
+#[derive(Clone, Debug, Default)]
+pub struct DemoOptions {
+    /// Keep-alive of the chat demo.
+    pub chat: ChatConfig,
 }
 
 impl Demo {
+    /// Every demo, in the order `serve all` assigns ports.
+    pub const ALL: [Demo; 6] = [
+        Demo::Echo,
+        Demo::Ack,
+        Demo::Stamp,
+        Demo::Greet,
+        Demo::Hello,
+        Demo::Chat,
+    ];
+
     /// The demo's name as the CLI and the `listening` line spell it.
     pub fn name(self) -> &'static str {
         match self {
             Demo::Echo => "echo",
+            Demo::Ack => "ack",
+            Demo::Stamp => "stamp",
+            Demo::Greet => "greet",
+            Demo::Hello => "hello",
+            Demo::Chat => "chat",
         }
     }
 
-    fn stream(self) -> Box<dyn Protocol + Send> {
+    /// The transport the demo is served on unless another is asked for.
+    pub fn default_transport(self) -> Transport {
         match self {
-            Demo::Echo => Box::new(Echo),
+            Demo::Hello => Transport::Udp,
+            _ => Transport::Tcp,
+        }
+    }
+
+    /// Returns true if and only if the demo can be served over `t`.
+    pub fn supports(self, t: Transport) -> bool {
+        match self {
+            Demo::Echo => true,
+            Demo::Hello => t.is_datagram(),
+            _ => !t.is_datagram(),
+        }
+    }
+
+    /// The transports the demo can be served over, for error messages.
+    fn transports(self) -> String {
+        [
+            Transport::Tcp,
+            Transport::Udp,
+            Transport::Unix,
+            Transport::Unixgram,
+        ]
+        .into_iter()
+        .filter(|t| self.supports(*t))
+        .map(|t| t.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
+    /// Makes one stream machine per connection; state shared by the connections of one
+    /// server (the chat room) lives in the closure.
+    fn stream_factory(self, opts: &DemoOptions) -> Factory {
+        match self {
+            Demo::Echo => Arc::new(|| Box::new(Echo)),
+            Demo::Ack => Arc::new(|| Box::new(Ack::new())),
+            Demo::Stamp => Arc::new(|| Box::new(Stamp::default())),
+            Demo::Greet => Arc::new(|| Box::new(Greeter::new())),
+            Demo::Chat => {
+                let room = Room::shared();
+                let cfg = opts.chat;
+                Arc::new(move || Box::new(Chat::new(Arc::clone(&room), cfg)))
+            }
+            // Datagram-only demos are refused before a factory is asked for.
+            Demo::Hello => Arc::new(|| Box::new(Echo)),
         }
     }
 
     fn datagram(self) -> Box<dyn DatagramProtocol + Send> {
         match self {
-            Demo::Echo => Box::new(DatagramEcho),
+            Demo::Hello => Box::new(Hello::new()),
+            _ => Box::new(DatagramEcho),
         }
     }
 }
@@ -196,7 +275,30 @@ pub fn spawn(
     at: Endpoint,
     cfg: Config,
 ) -> io::Result<Server> {
+    spawn_with(demo, driver, transport, at, cfg, &DemoOptions::default())
+}
+
+/// [`spawn`], with the demos' own settings.
+pub fn spawn_with(
+    demo: Demo,
+    driver: Driver,
+    transport: Transport,
+    at: Endpoint,
+    cfg: Config,
+    opts: &DemoOptions,
+) -> io::Result<Server> {
     transport.check(&at)?;
+    if !demo.supports(transport) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the {} demo is served over {}, not {transport}",
+                demo.name(),
+                demo.transports()
+            ),
+        ));
+    }
+    let factory = demo.stream_factory(opts);
     let listening = |addr| {
         vec![Listening {
             demo: demo.name(),
@@ -216,7 +318,7 @@ pub fn spawn(
                             reactor.bind_datagram(&at, demo.datagram())?.1
                         } else {
                             let timeouts = reactor.config().timeouts.clone();
-                            reactor.listen_with(&at, timeouts, move || demo.stream())?
+                            reactor.listen_with(&at, timeouts, move || factory())?
                         };
                         Ok((reactor, bound))
                     });
@@ -264,7 +366,6 @@ pub fn spawn(
             } else {
                 Mode::Iterative
             };
-            let factory: Factory = Arc::new(move || demo.stream());
             let server = BlockingServer::spawn(BlockingListener::bind(&at)?, mode, factory)?;
             let bound = server.local_addr().clone();
             let stop = server.stopper();
@@ -280,5 +381,88 @@ pub fn spawn(
                 thread: Some(thread),
             })
         }
+    }
+}
+
+/// Starts every demo ([`Demo::ALL`]) on one reactor thread, on consecutive ports from
+/// `base_port` (port 0 for all: each gets a free port), each over its default transport.
+pub fn spawn_all(
+    host: std::net::IpAddr,
+    base_port: u16,
+    cfg: Config,
+    opts: &DemoOptions,
+) -> io::Result<Server> {
+    let factories: Vec<(Demo, Factory)> = Demo::ALL
+        .iter()
+        .map(|&d| (d, d.stream_factory(opts)))
+        .collect();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("reactor".into())
+        .spawn(move || {
+            let started = Reactor::with_config(cfg).and_then(|mut reactor| {
+                let mut listening = Vec::new();
+                for (i, (demo, factory)) in factories.into_iter().enumerate() {
+                    let port = if base_port == 0 {
+                        0
+                    } else {
+                        u16::try_from(usize::from(base_port) + i).map_err(|_| {
+                            io::Error::new(io::ErrorKind::InvalidInput, "--base-port is too high")
+                        })?
+                    };
+                    let at = Endpoint::Inet(std::net::SocketAddr::new(host, port));
+                    let transport = demo.default_transport();
+                    let addr = if transport.is_datagram() {
+                        reactor.bind_datagram(&at, demo.datagram())?.1
+                    } else {
+                        let timeouts = reactor.config().timeouts.clone();
+                        reactor.listen_with(&at, timeouts, move || factory())?
+                    };
+                    listening.push(Listening {
+                        demo: demo.name(),
+                        transport,
+                        addr,
+                    });
+                }
+                Ok((reactor, listening))
+            });
+            match started {
+                Ok((mut reactor, listening)) => {
+                    let _ = tx.send(Ok((listening, reactor.handle())));
+                    reactor.run()
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    Ok(())
+                }
+            }
+        })?;
+    let (listening, handle) = rx
+        .recv()
+        .map_err(|_| io::Error::other("reactor thread died while starting"))??;
+    Ok(Server {
+        listening,
+        stop: Arc::new(move || {
+            let _ = handle.shutdown();
+        }),
+        thread: Some(thread),
+    })
+}
+
+/// A command a person can paste to try the demo at `l`.
+pub fn try_it(l: &Listening) -> String {
+    let addr = &l.addr;
+    let (host, port) = match addr {
+        Endpoint::Inet(a) => (a.ip().to_string(), a.port().to_string()),
+        Endpoint::Unix(p) => (p.display().to_string(), String::new()),
+    };
+    match (l.transport, l.demo) {
+        (Transport::Tcp, _) => format!("nc {host} {port}"),
+        (Transport::Udp, _) => format!("nc -u {host} {port}"),
+        (Transport::Unix, _) => format!("nc -U {host}"),
+        (Transport::Unixgram, _) => format!(
+            "sockloop client {} --transport unixgram --addr {addr}",
+            l.demo
+        ),
     }
 }
