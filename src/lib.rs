@@ -73,6 +73,8 @@ pub mod blocking;
 pub mod buf;
 pub mod demos;
 pub mod error;
+pub mod interactive;
+pub mod lesson;
 pub mod net;
 pub mod proto;
 pub mod reactor;

@@ -64,6 +64,10 @@ pub enum Phase {
     /// closing with unread input does not turn into a reset that destroys the reply we
     /// just sent (TCP FIN_WAIT_1 / FIN_WAIT_2).
     Draining,
+    /// We sent FIN because the application has nothing more to say (a client at the end
+    /// of its input), and keep reading: the peer's replies still reach the protocol
+    /// (TCP FIN_WAIT_2). Ends at the peer's FIN.
+    HalfClosed,
     /// Finished; the slot is freed and the fd closed at the end of this turn.
     Closed,
 }
@@ -76,23 +80,28 @@ impl fmt::Display for Phase {
             Phase::PeerClosed => "PeerClosed (CLOSE_WAIT)",
             Phase::Closing => "Closing (flushing before FIN)",
             Phase::Draining => "Draining (FIN_WAIT)",
+            Phase::HalfClosed => "HalfClosed (FIN sent, still reading)",
             Phase::Closed => "Closed",
         })
     }
 }
 
 /// What the poller reported for one source in one event.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Readiness {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Bytes (or a connection, or end of stream) can be read.
     pub readable: bool,
+    /// The socket's send buffer has room.
     pub writable: bool,
+    /// The peer closed its sending side (`EPOLLRDHUP`) or the fd hung up.
     pub read_closed: bool,
+    /// An error is pending on the fd.
     pub error: bool,
 }
 
-impl Readiness {
-    pub fn of(ev: &mio::event::Event) -> Readiness {
-        Readiness {
+impl Ready {
+    pub(crate) fn of(ev: &mio::event::Event) -> Ready {
+        Ready {
             readable: ev.is_readable(),
             writable: ev.is_writable(),
             read_closed: ev.is_read_closed(),
@@ -123,6 +132,8 @@ pub(crate) struct Conn {
     revisit_queued: bool,
     /// The protocol asked for `handle_writable` once its output has drained.
     wants_writable: bool,
+    /// The application asked to half-close: send FIN once `out` drains, keep reading.
+    fin_pending: bool,
     /// The interest currently registered with the poller.
     registered: Interest,
     /// Idle and write-stall timeouts, shared with the listener that accepted us.
@@ -159,6 +170,7 @@ impl Conn {
             paused: false,
             revisit_queued: false,
             wants_writable: false,
+            fin_pending: false,
             registered: Conn::interest_for(phase, false),
             timeouts,
             last_io: now,
@@ -277,6 +289,12 @@ impl Conn {
     /// Queues `bytes` from outside the protocol (an embedder's `Reactor::send`), behind
     /// any output already queued. Returns false if the connection no longer sends.
     pub fn send_external(&mut self, bytes: &[u8], tag: Tag, core: &mut Core) -> bool {
+        if self.phase == Phase::Connecting {
+            // Held until the connect completes, then sent before anything else.
+            self.out.extend(bytes);
+            self.after_queue(tag, core);
+            return self.phase != Phase::Closed;
+        }
         if !matches!(self.phase, Phase::Open | Phase::PeerClosed | Phase::Closing) {
             return false;
         }
@@ -297,6 +315,17 @@ impl Conn {
             }
             _ => {}
         }
+    }
+
+    /// Half-closes at the application's request (`Reactor::shutdown_write`): FIN goes
+    /// out once queued output is sent, and input keeps reaching the protocol.
+    pub fn shutdown_write_external(&mut self, tag: Tag, core: &mut Core) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        self.fin_pending = true;
+        self.finish_if_flushed(tag, core);
+        true
     }
 
     /// Graceful shutdown of the server: let the protocol finish, or give up on a connect.
@@ -390,7 +419,7 @@ impl Conn {
     }
 
     /// The poller reported readiness for this connection.
-    pub fn ready(&mut self, ev: Readiness, tag: Tag, core: &mut Core) {
+    pub fn ready(&mut self, ev: Ready, tag: Tag, core: &mut Core) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -442,6 +471,14 @@ impl Conn {
         self.phase_deadline = None;
         self.set_phase(Phase::Open, tag, core);
         self.last_io = core.now;
+        // Bytes the application queued while connecting go first. The WRITABLE edge that
+        // announced the connect is spent, so write them now rather than wait for another.
+        if !self.out.is_empty() {
+            self.flush(tag, core);
+            if self.phase != Phase::Open {
+                return false;
+            }
+        }
         self.open(tag, core);
         self.phase == Phase::Open
     }
@@ -474,7 +511,7 @@ impl Conn {
                     core.stats.bytes_in += n as u64;
                     self.last_io = core.now;
                     match self.phase {
-                        Phase::Open => self.deliver(n, tag, core),
+                        Phase::Open | Phase::HalfClosed => self.deliver(n, tag, core),
                         _ => log::trace!(
                             "conn {} {}: discarding {n} bytes while {}",
                             tag.key,
@@ -593,6 +630,14 @@ impl Conn {
                 self.finish_if_flushed(tag, core);
             }
             Phase::Draining => self.close(tag, core, CloseReason::Closed),
+            Phase::HalfClosed => {
+                core.scratch.clear();
+                let mut out = Out::new(&mut core.scratch, core.now);
+                if let Err(e) = self.proto.handle_eof(&self.input, &mut out) {
+                    log::debug!("conn {} {}: {e}", tag.key, self.peer);
+                }
+                self.close(tag, core, CloseReason::PeerClosed);
+            }
             Phase::Connecting | Phase::PeerClosed | Phase::Closed => {}
         }
     }
@@ -601,6 +646,16 @@ impl Conn {
     fn send_scratch(&mut self, tag: Tag, core: &mut Core, action: Action) {
         if action == Action::Abort {
             return self.close(tag, core, CloseReason::Aborted);
+        }
+        if self.phase == Phase::HalfClosed && !core.scratch.is_empty() {
+            // Our FIN is sent: nothing more can go out.
+            log::debug!(
+                "conn {} {}: dropping {} bytes of output produced after our FIN",
+                tag.key,
+                self.peer,
+                core.scratch.len()
+            );
+            core.scratch.clear();
         }
         if !core.scratch.is_empty() {
             if self.out.is_empty() {
@@ -708,6 +763,17 @@ impl Conn {
         }
         match self.phase {
             Phase::PeerClosed => self.close(tag, core, CloseReason::PeerClosed),
+            Phase::Open if self.fin_pending => {
+                if let Err(e) = self.stream.shutdown(Shutdown::Write) {
+                    return self.fail(tag, core, "shutdown", &e);
+                }
+                log::trace!(
+                    "conn {} {}: shutdown(Write): FIN sent, still reading",
+                    tag.key,
+                    self.peer
+                );
+                self.set_phase(Phase::HalfClosed, tag, core);
+            }
             Phase::Closing => {
                 if let Err(e) = self.stream.shutdown(Shutdown::Write) {
                     return self.fail(tag, core, "shutdown", &e);

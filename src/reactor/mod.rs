@@ -47,15 +47,16 @@ mod timers;
 pub mod token;
 mod udp;
 
-pub use conn::Phase;
+pub use conn::{Phase, Ready};
 pub use handle::{Closed, Handle, Task};
+pub use mio::{Interest, Token};
 
 use crate::net::Endpoint;
 use crate::proto::{CloseReason, DatagramProtocol, Protocol, Transmit};
-use conn::{Conn, Readiness};
+use conn::Conn;
 use handle::{Command, Shared};
 use mio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
-use mio::{Events, Interest, Poll};
+use mio::{Events, Poll};
 use slab::Slab;
 use std::io;
 use std::net::SocketAddr;
@@ -254,6 +255,16 @@ enum Entry {
     Conn(Conn),
     Datagram(Datagram),
     Timer(UserTimer),
+    Watch(Watch),
+}
+
+type WatchCallback = Box<dyn FnMut(&mut Reactor, mio::Token, Ready)>;
+
+/// An fd the embedder watches (`Reactor::watch_fd`), with its callback.
+struct Watch {
+    fd: std::os::fd::RawFd,
+    /// Taken out while it runs, so the callback may use the reactor (even unwatch).
+    callback: Option<WatchCallback>,
 }
 
 /// Identifies a timer set with [`Reactor::set_timer`] or [`Reactor::set_interval`].
@@ -493,6 +504,21 @@ impl Reactor {
         }
     }
 
+    /// Half-closes the connection `token` names: once its queued output is sent our FIN
+    /// goes out (`shutdown(Write)`), and the peer's replies keep reaching the protocol
+    /// until its own FIN. What a client does at the end of its input. Returns false if
+    /// there is no such open connection.
+    pub fn shutdown_write(&mut self, token: mio::Token) -> bool {
+        let tag = Tag::from_token(token);
+        let done = match live(&mut self.slots, tag) {
+            Some(Entry::Conn(c)) => c.shutdown_write_external(tag, &mut self.core),
+            _ => false,
+        };
+        self.after_conn_visit(tag);
+        self.reap();
+        done
+    }
+
     /// Closes the connection `token` names once its queued output is sent (an orderly
     /// close: our FIN, then the peer's). Returns false if there is no such connection.
     pub fn close(&mut self, token: mio::Token) -> bool {
@@ -623,6 +649,50 @@ impl Reactor {
         if let Entry::Datagram(mut d) = self.slots.remove(tag.key).entry {
             let _ = self.poll.registry().deregister(d.socket_mut());
             log::debug!("datagram socket {} closed", d.local());
+        }
+        true
+    }
+
+    /// Watches a file descriptor the caller owns (a pipe, a terminal, another library's
+    /// socket): `callback` runs on the loop's thread with its readiness. Like every mio
+    /// source it is edge-triggered: the callback must read (or write) until `WouldBlock`,
+    /// so the fd should be non-blocking. Regular files cannot be watched (the poller
+    /// refuses them with `EPERM`). The caller keeps the fd open until [`Reactor::unwatch`].
+    pub fn watch_fd<F>(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        interest: Interest,
+        callback: F,
+    ) -> io::Result<mio::Token>
+    where
+        F: FnMut(&mut Reactor, mio::Token, Ready) + 'static,
+    {
+        let tag = self.next_tag()?;
+        self.poll
+            .registry()
+            .register(&mut mio::unix::SourceFd(&fd), tag.token(), interest)?;
+        self.slots.insert(Slot {
+            gen: tag.gen,
+            entry: Entry::Watch(Watch {
+                fd,
+                callback: Some(Box::new(callback)),
+            }),
+        });
+        Ok(tag.token())
+    }
+
+    /// Stops watching the fd `token` names (it is not closed). Returns false if there
+    /// was none.
+    pub fn unwatch(&mut self, token: mio::Token) -> bool {
+        let tag = Tag::from_token(token);
+        if !matches!(live(&mut self.slots, tag), Some(Entry::Watch(_))) {
+            return false;
+        }
+        if let Entry::Watch(w) = self.slots.remove(tag.key).entry {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&w.fd));
         }
         true
     }
@@ -938,7 +1008,7 @@ impl Reactor {
         let mut handled = 0;
         for ev in events.iter() {
             handled += 1;
-            self.dispatch(ev.token(), Readiness::of(ev));
+            self.dispatch(ev.token(), Ready::of(ev));
         }
         self.events = events;
         self.core.stats.events += handled as u64;
@@ -994,15 +1064,15 @@ impl Reactor {
         self.core.now = Instant::now();
         self.dispatch(
             token,
-            Readiness {
+            Ready {
                 readable: true,
-                ..Readiness::default()
+                ..Ready::default()
             },
         );
         self.reap();
     }
 
-    fn dispatch(&mut self, token: mio::Token, ready: Readiness) {
+    fn dispatch(&mut self, token: mio::Token, ready: Ready) {
         match Wake::from_token(token) {
             Wake::Waker => {
                 log::trace!("event: waker");
@@ -1025,7 +1095,7 @@ impl Reactor {
     }
 
     /// Handles readiness (`Some`) or a revisit (`None`) for one source.
-    fn visit(&mut self, tag: Tag, ready: Option<Readiness>) {
+    fn visit(&mut self, tag: Tag, ready: Option<Ready>) {
         let Some(entry) = live(&mut self.slots, tag) else {
             log::trace!(
                 "stale token: slot {} gen {} is gone or reused; event dropped",
@@ -1062,6 +1132,15 @@ impl Reactor {
                 }
             }
             Entry::Timer(_) => {}
+            Entry::Watch(w) => {
+                let Some(mut callback) = w.callback.take() else {
+                    return;
+                };
+                callback(self, tag.token(), ready.unwrap_or_default());
+                if let Some(Entry::Watch(w)) = live(&mut self.slots, tag) {
+                    w.callback = Some(callback);
+                }
+            }
         }
     }
 
@@ -1312,6 +1391,10 @@ impl Reactor {
                 }
                 Entry::Datagram(mut d) => self.poll.registry().deregister(d.socket_mut()),
                 Entry::Listener(mut l) => self.poll.registry().deregister(&mut l.sock),
+                Entry::Watch(w) => self
+                    .poll
+                    .registry()
+                    .deregister(&mut mio::unix::SourceFd(&w.fd)),
                 Entry::Timer(_) => Ok(()),
             };
             if let Err(e) = res {
