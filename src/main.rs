@@ -41,6 +41,9 @@ enum Command {
         /// With `all`: the first demo's port; the others follow (0: free ports).
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
+        /// File: the directory received files go into (created when missing).
+        #[arg(long, default_value = "inbox")]
+        dir: std::path::PathBuf,
         /// Chat: seconds of silence before a client gets PING.
         #[arg(long, value_name = "SECS", default_value_t = 15.0)]
         ping_after: f64,
@@ -60,6 +63,25 @@ enum Command {
         /// On Ctrl-C, how many seconds connections get to finish (reactor).
         #[arg(long, value_name = "SECS", default_value_t = 5.0)]
         shutdown_grace: f64,
+    },
+    /// Send a file to a `serve file` server; succeeds only if the digest it reports
+    /// matches.
+    Send {
+        /// The file to send.
+        file: std::path::PathBuf,
+        /// The receiver's address.
+        #[arg(long)]
+        addr: Endpoint,
+    },
+    /// The blocking vs non-blocking lesson: each driver with silent clients and one that
+    /// talks, as a table of answer times, threads and memory.
+    Demo {
+        /// How many silent clients, per round (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,100")]
+        silent: Vec<usize>,
+        /// How long the talking client waits before it counts as blocked, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+        timeout: f64,
     },
     /// The interactive client: sends each line of stdin, prints what comes back, exits at
     /// end of input once the server has sent everything.
@@ -91,8 +113,12 @@ enum ServeWhat {
     Greet,
     /// UDP `Hello, <name>!` (tutorial 003).
     Hello,
+    /// HTTP/1.1 `Hello, World` (tutorial 003's web server).
+    Http,
     /// Server push: lines to every other client, PING when idle (tutorial 000).
     Chat,
+    /// Receives files sent with `sockloop send` into --dir (tutorial 001).
+    File,
 }
 
 impl ServeWhat {
@@ -104,7 +130,9 @@ impl ServeWhat {
             ServeWhat::Stamp => Some(Demo::Stamp),
             ServeWhat::Greet => Some(Demo::Greet),
             ServeWhat::Hello => Some(Demo::Hello),
+            ServeWhat::Http => Some(Demo::Http),
             ServeWhat::Chat => Some(Demo::Chat),
+            ServeWhat::File => Some(Demo::File),
         }
     }
 }
@@ -142,6 +170,7 @@ fn main() -> ExitCode {
             transport,
             addr,
             base_port,
+            dir,
             ping_after,
             drop_after,
             max_connections,
@@ -166,7 +195,15 @@ fn main() -> ExitCode {
                 Ok(cfg)
             })
             .and_then(|cfg| {
+                if demo == ServeWhat::File {
+                    // Serving only files: a bad directory should fail now, not later.
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
                 let opts = DemoOptions {
+                    file_dir: dir,
+                    http: Default::default(),
                     chat: ChatConfig {
                         ping_after: seconds(Some(ping_after), "--ping-after")?.unwrap_or_default(),
                         drop_after: seconds(Some(drop_after), "--drop-after")?.unwrap_or_default(),
@@ -184,6 +221,8 @@ fn main() -> ExitCode {
                 };
                 serve(what, cfg, &opts)
             }),
+        Command::Send { file, addr } => send(&file, &addr),
+        Command::Demo { silent, timeout } => lesson(silent, timeout),
         Command::Client {
             demo,
             addr,
@@ -314,4 +353,40 @@ fn client(demo: Demo, transport: Transport, addr: &Endpoint) -> io::Result<()> {
         ));
     }
     sockloop::interactive::run(transport, addr)
+}
+
+fn send(file: &std::path::Path, addr: &Endpoint) -> io::Result<()> {
+    use sockloop::proto::file::FileSender;
+    let sender = FileSender::from_path(file)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot send {}: {e}", file.display())))?;
+    let outcome = sender.outcome();
+    let mut reactor = sockloop::reactor::Reactor::new()?;
+    let conn = reactor.connect(addr, Some(sockloop::interactive::CONNECT_TIMEOUT), sender)?;
+    while reactor.phase(conn).is_some() {
+        reactor.run_once(None)?;
+    }
+    match outcome.get() {
+        Some(Ok(sent)) => {
+            println!(
+                "sent {} ({} bytes, sha256 {})",
+                sent.name, sent.size, sent.sha256
+            );
+            Ok(())
+        }
+        Some(Err(e)) => Err(io::Error::other(format!(
+            "sending {} failed: {e}",
+            file.display()
+        ))),
+        None => Err(io::Error::other(format!(
+            "sending {} failed: the connection ended without a reply",
+            file.display()
+        ))),
+    }
+}
+
+fn lesson(silent: Vec<usize>, timeout: f64) -> io::Result<()> {
+    let mut opts = sockloop::lesson::LessonOptions::new(std::env::current_exe()?);
+    opts.silent_clients = silent;
+    opts.timeout = seconds(Some(timeout), "--timeout")?.unwrap_or_default();
+    sockloop::lesson::run(&opts, &mut io::stdout()).map(|_| ())
 }

@@ -5,6 +5,8 @@ use crate::blocking::{self, BlockingDatagram, BlockingListener, BlockingServer, 
 use crate::net::Endpoint;
 use crate::proto::chat::{Chat, ChatConfig, Room};
 use crate::proto::echo::{DatagramEcho, Echo};
+use crate::proto::file::{DirStore, FileReceiver};
+use crate::proto::http::server::{HttpConfig, HttpServer};
 use crate::proto::DatagramProtocol;
 use crate::proto::{ack::Ack, greet::Greeter, hello::Hello, stamp::Stamp};
 use crate::reactor::{Config, Reactor};
@@ -28,26 +30,47 @@ pub enum Demo {
     Greet,
     /// UDP: datagram `Michael` gets `Hello, Michael!` (tutorial 003).
     Hello,
+    /// HTTP/1.1 `Hello, World` on `GET /` (tutorial 003's web server).
+    Http,
     /// Every line goes to every other client; PING when idle (tutorial 000's server push).
     Chat,
+    /// Receives `FILE <name> <size>` + bytes, answers `OK <size> <sha256>` (tutorial 001).
+    File,
 }
 
 /// Settings of the demos that have any, shared by every server started with them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DemoOptions {
+    /// Where the file demo stores what it receives. Default `./inbox` (created when the
+    /// first file arrives).
+    pub file_dir: std::path::PathBuf,
     /// Keep-alive of the chat demo.
     pub chat: ChatConfig,
+    /// Limits and timeouts of the http demo.
+    pub http: HttpConfig,
+}
+
+impl Default for DemoOptions {
+    fn default() -> DemoOptions {
+        DemoOptions {
+            file_dir: "inbox".into(),
+            chat: ChatConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
 }
 
 impl Demo {
     /// Every demo, in the order `serve all` assigns ports.
-    pub const ALL: [Demo; 6] = [
+    pub const ALL: [Demo; 8] = [
         Demo::Echo,
         Demo::Ack,
         Demo::Stamp,
         Demo::Greet,
         Demo::Hello,
+        Demo::Http,
         Demo::Chat,
+        Demo::File,
     ];
 
     /// The demo's name as the CLI and the `listening` line spell it.
@@ -58,7 +81,9 @@ impl Demo {
             Demo::Stamp => "stamp",
             Demo::Greet => "greet",
             Demo::Hello => "hello",
+            Demo::Http => "http",
             Demo::Chat => "chat",
+            Demo::File => "file",
         }
     }
 
@@ -102,6 +127,14 @@ impl Demo {
             Demo::Ack => Arc::new(|| Box::new(Ack::new())),
             Demo::Stamp => Arc::new(|| Box::new(Stamp::default())),
             Demo::Greet => Arc::new(|| Box::new(Greeter::new())),
+            Demo::Http => {
+                let cfg = Arc::new(opts.http.clone());
+                Arc::new(move || Box::new(HttpServer::new(Arc::clone(&cfg))))
+            }
+            Demo::File => {
+                let store = DirStore::new(opts.file_dir.clone());
+                Arc::new(move || Box::new(FileReceiver::new(store.clone())))
+            }
             Demo::Chat => {
                 let room = Room::shared();
                 let cfg = opts.chat;
@@ -457,6 +490,12 @@ pub fn try_it(l: &Listening) -> String {
         Endpoint::Unix(p) => (p.display().to_string(), String::new()),
     };
     match (l.transport, l.demo) {
+        (Transport::Tcp, "http") => match addr {
+            Endpoint::Inet(a) if a.is_ipv6() => format!("curl http://[{host}]:{port}/"),
+            _ => format!("curl http://{host}:{port}/"),
+        },
+        (Transport::Unix, "http") => format!("curl --unix-socket {host} http://x/"),
+        (Transport::Tcp, "file") => format!("sockloop send FILE --addr {addr}"),
         (Transport::Tcp, _) => format!("nc {host} {port}"),
         (Transport::Udp, _) => format!("nc -u {host} {port}"),
         (Transport::Unix, _) => format!("nc -U {host}"),

@@ -11,6 +11,9 @@ mod support;
 
 mod cli;
 mod echo;
+mod file;
+mod http;
+mod lesson;
 mod limits;
 mod line_demos;
 mod reactor;

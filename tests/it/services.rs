@@ -1169,7 +1169,7 @@ fn nested_loop(reactor: &mut Reactor, quiet: Duration, mut done: impl FnMut() ->
         let due = reactor.next_timeout();
         let wait = due.map_or(quiet, |t| t.min(quiet));
         let readable = poll_readable(fd, wait) & libc::POLLIN != 0;
-        if !readable && due.is_none_or(|t| t >= quiet) {
+        if !readable && due.map_or(true, |t| t >= quiet) {
             return false;
         }
         reactor.run_once(Some(Duration::ZERO)).expect("run_once");

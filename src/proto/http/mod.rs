@@ -2,4 +2,5 @@
 //! the `get` client.
 
 pub mod client;
+pub mod parse;
 pub mod server;
