@@ -71,6 +71,7 @@
 
 pub mod blocking;
 pub mod buf;
+pub mod client;
 pub mod demos;
 pub mod error;
 pub mod interactive;

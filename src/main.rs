@@ -64,6 +64,18 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 5.0)]
         shutdown_grace: f64,
     },
+    /// Fetch a URL like the tutorials' `GET /` client: prints the status line and headers,
+    /// then the body (or writes it to FILE). Redirects are printed, not followed.
+    Get {
+        /// `http://HOST[:PORT]/PATH` (no https).
+        url: String,
+        /// Write the body to this file instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// Seconds allowed for each wait: resolving, connecting, the head, body silences.
+        #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// Send a file to a `serve file` server; succeeds only if the digest it reports
     /// matches.
     Send {
@@ -160,7 +172,12 @@ fn parse_args() -> Cli {
 
 fn main() -> ExitCode {
     let cli = parse_args();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    // A server narrates its life at info; a client's output is what it prints.
+    let level = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_micros()
         .init();
     let result = match cli.command {
@@ -221,6 +238,28 @@ fn main() -> ExitCode {
                 };
                 serve(what, cfg, &opts)
             }),
+        Command::Get {
+            url,
+            output,
+            timeout,
+        } => {
+            return match seconds(Some(timeout), "--timeout") {
+                Ok(t) => {
+                    match sockloop::client::get(&url, output.as_deref(), t.unwrap_or_default()) {
+                        Ok(_) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("sockloop: {e}");
+                            // curl's numbering, so scripts can tell the failures apart.
+                            ExitCode::from(e.exit_code())
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sockloop: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Send { file, addr } => send(&file, &addr),
         Command::Demo { silent, timeout } => lesson(silent, timeout),
         Command::Client {

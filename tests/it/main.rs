@@ -12,6 +12,7 @@ mod support;
 mod cli;
 mod echo;
 mod file;
+mod get;
 mod http;
 mod lesson;
 mod limits;
