@@ -57,6 +57,7 @@
 //! ```
 
 pub mod ack;
+pub mod calendar;
 pub mod chat;
 pub mod echo;
 pub mod file;

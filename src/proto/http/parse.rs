@@ -218,9 +218,10 @@ pub fn imf_fixdate(t: SystemTime) -> [u8; IMF_FIXDATE_LEN] {
         .min(MAX_FIXDATE_SECS);
     let days = secs / 86_400;
     let of_day = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let weekday = DAYS[((days + 4) % 7) as usize];
+    // At most year 9999 (MAX_FIXDATE_SECS), so these conversions are lossless.
+    let (year, month, day) = crate::proto::calendar::civil_from_days(days as i64);
+    let (year, month, day) = (year as u64, u64::from(month), u64::from(day));
+    let weekday = DAYS[crate::proto::calendar::weekday(days as i64)];
     let month = MONTHS[(month - 1) as usize % 12];
 
     let mut s = *b"Thu, 01 Jan 1970 00:00:00 GMT";
@@ -238,21 +239,6 @@ pub fn imf_fixdate(t: SystemTime) -> [u8; IMF_FIXDATE_LEN] {
 fn two_digits(into: &mut [u8], n: u64) {
     into[0] = b'0' + (n / 10 % 10) as u8;
     into[1] = b'0' + (n % 10) as u8;
-}
-
-/// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01, in the proleptic
-/// Gregorian calendar. Howard Hinnant's `civil_from_days`, for non-negative days.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z / 146_097; // 400-year eras
-    let doe = z - era * 146_097; // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year from March 1
-    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -388,30 +374,5 @@ mod tests {
             imf_fixdate(UNIX_EPOCH - Duration::from_secs(1)),
             *b"Thu, 01 Jan 1970 00:00:00 GMT"
         );
-    }
-
-    #[test]
-    fn civil_from_days_agrees_with_counting() {
-        // Walk day by day from 1970 to 2500 with a naive calendar and compare.
-        let (mut y, mut m, mut d) = (1970u64, 1u64, 1u64);
-        for days in 0..(530 * 366) {
-            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
-            let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-            let len = match m {
-                2 if leap => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            d += 1;
-            if d > len {
-                d = 1;
-                m += 1;
-                if m > 12 {
-                    m = 1;
-                    y += 1;
-                }
-            }
-        }
     }
 }
