@@ -20,12 +20,12 @@
 //! (a guard kills it when dropped).
 
 use crate::demos::{Demo, Driver};
+use crate::procfs::{conn_threads, open_fds, threads_and_rss, ServerGuard};
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The numbers of silent clients the lesson tries by default.
@@ -41,18 +41,12 @@ pub const DRIVERS: [Driver; 3] = [Driver::Iterative, Driver::Threaded, Driver::R
 /// The line the talking client sends.
 const MESSAGE: &[u8] = b"are you there?\n";
 
-/// How long a server gets to print its `listening` line.
-const START_DEADLINE: Duration = Duration::from_secs(5);
-
 /// How long connecting all the silent clients may take, in total.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long the lesson waits for the server to take the silent clients before it goes
 /// on anyway.
 const ACCEPT_DEADLINE: Duration = Duration::from_secs(2);
-
-/// How long a server gets to exit after SIGINT before it is killed.
-const STOP_DEADLINE: Duration = Duration::from_secs(3);
 
 /// What the lesson runs.
 #[derive(Clone, Debug)]
@@ -259,7 +253,7 @@ fn mib(bytes: u64) -> String {
 
 /// One row: a fresh server, the silent clients, the talking client, the readings.
 fn measure(opts: &LessonOptions, driver: Driver, silent: usize) -> io::Result<LessonRow> {
-    let mut server = ServerGuard::start(&opts.exe, opts.demo, driver)?;
+    let mut server = start_server(&opts.exe, opts.demo, driver)?;
     let pid = server.pid();
     let base_fds = open_fds(pid);
 
@@ -377,165 +371,13 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// The process's open fd count, from `/proc/<pid>/fd`.
-fn open_fds(pid: u32) -> Option<usize> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()
-        .map(|d| d.count())
-}
-
-/// How many of the process's threads serve one connection each (named `conn-<id>` by
-/// the threaded driver), from `/proc/<pid>/task/*/comm`.
-fn conn_threads(pid: u32) -> Option<usize> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    Some(
-        tasks
-            .filter_map(|t| t.ok())
-            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-            .filter(|comm| comm.starts_with("conn-"))
-            .count(),
-    )
-}
-
-/// The process's thread count and resident memory, from `/proc/<pid>/status`.
-fn threads_and_rss(pid: u32) -> (Option<usize>, Option<u64>) {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return (None, None);
-    };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    let threads = field("Threads:").and_then(|t| usize::try_from(t).ok());
-    let rss = field("VmRSS:").map(|kib| kib * 1024);
-    (threads, rss)
-}
-
-/// A `sockloop serve` child process; killed and reaped when dropped, whatever happened.
-struct ServerGuard {
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl ServerGuard {
-    /// Starts `<exe> serve <demo> --driver <driver> --addr 127.0.0.1:0` and waits (up to
-    /// [`START_DEADLINE`]) for its `listening` line.
-    fn start(exe: &Path, demo: Demo, driver: Driver) -> io::Result<ServerGuard> {
-        let mut cmd = Command::new(exe);
-        cmd.args(["serve", demo.name(), "--driver", &driver.to_string()])
-            .args(["--addr", "127.0.0.1:0", "--shutdown-grace", "0.5"])
-            // The server's log would only slow it down: nobody reads it here.
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot start {} serve: {e}", exe.display()),
-            )
-        })?;
-        let stdout = child.stdout.take();
-        let mut guard = ServerGuard {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let Some(stdout) = stdout else {
-            return Err(io::Error::other("the server's stdout is not piped"));
-        };
-        // Read the announcement on a thread so the wait has a deadline; the thread then
-        // drains the pipe until the server exits.
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("lesson-server-stdout".into())
-            .spawn(move || {
-                let mut out = BufReader::new(stdout);
-                let mut first = String::new();
-                let _ = out.read_line(&mut first);
-                let _ = tx.send(first);
-                let _ = io::copy(&mut out, &mut io::sink());
-            })?;
-        let what = format!("the {driver} server");
-        let line = match rx.recv_timeout(START_DEADLINE) {
-            Ok(line) => line,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "{what} did not print its listening line within {}",
-                        duration(START_DEADLINE)
-                    ),
-                ))
-            }
-        };
-        if line.is_empty() {
-            let status = guard.wait_exit(Duration::from_millis(500));
-            return Err(io::Error::other(format!(
-                "{what} exited before it was listening ({})",
-                status.map_or_else(|| "still running".into(), |s| s.to_string())
-            )));
-        }
-        guard.addr = line
-            .split_whitespace()
-            .nth(3)
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| {
-                io::Error::other(format!(
-                    "{what} printed {:?}, not `listening <demo> tcp <addr>`",
-                    line.trim_end()
-                ))
-            })?;
-        Ok(guard)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Waits up to `deadline` for the server to exit; its status if it did.
-    fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if start.elapsed() < deadline => {}
-                _ => return None,
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
-    }
-
-    /// Asks the server to stop (SIGINT) and waits up to [`STOP_DEADLINE`]; kills it past
-    /// that.
-    fn stop(&mut self) {
-        let Some(child) = self.child.as_ref() else {
-            return;
-        };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet
-            // (so the pid cannot have been reused); no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGINT) };
-        }
-        if self.wait_exit(STOP_DEADLINE).is_some() {
-            self.child = None;
-        }
-        // Otherwise the drop that follows kills it.
-    }
-}
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Starts `<exe> serve <demo> --driver <driver> --addr 127.0.0.1:0` and waits for its
+/// `listening` line.
+fn start_server(exe: &Path, demo: Demo, driver: Driver) -> io::Result<ServerGuard> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", demo.name(), "--driver", &driver.to_string()])
+        .args(["--addr", "127.0.0.1:0", "--shutdown-grace", "0.5"]);
+    ServerGuard::start(cmd, &format!("the {driver} server"))
 }
 
 /// The explanation under the table, with the numbers just measured where they help.

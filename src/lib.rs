@@ -69,6 +69,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod blocking;
 pub mod buf;
 pub mod client;
@@ -77,5 +78,6 @@ pub mod error;
 pub mod interactive;
 pub mod lesson;
 pub mod net;
+pub mod procfs;
 pub mod proto;
 pub mod reactor;

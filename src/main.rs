@@ -85,6 +85,28 @@ enum Command {
         #[arg(long)]
         addr: Endpoint,
     },
+    /// Benchmark the drivers side by side: child-process servers pinned to one core, a
+    /// load generator on sockloop's own reactor pinned to the other. See BENCHMARKING.md.
+    Bench {
+        /// Scenarios or families (echo, pipelined, large, idle, http), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        scenario: Vec<String>,
+        /// Drivers to compare: reactor, threaded, iterative, tokio (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        drivers: Vec<String>,
+        /// Measured seconds per scenario.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// One second per scenario and small counts (what CI runs).
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+        /// Also write SVG charts into this directory.
+        #[arg(long, value_name = "DIR")]
+        svg: Option<std::path::PathBuf>,
+    },
     /// The blocking vs non-blocking lesson: each driver with silent clients and one that
     /// talks, as a table of answer times, threads and memory.
     Demo {
@@ -261,6 +283,14 @@ fn main() -> ExitCode {
             };
         }
         Command::Send { file, addr } => send(&file, &addr),
+        Command::Bench {
+            scenario,
+            drivers,
+            secs,
+            quick,
+            json,
+            svg,
+        } => bench(scenario, drivers, secs, quick, json, svg),
         Command::Demo { silent, timeout } => lesson(silent, timeout),
         Command::Client {
             demo,
@@ -428,4 +458,37 @@ fn lesson(silent: Vec<usize>, timeout: f64) -> io::Result<()> {
     opts.silent_clients = silent;
     opts.timeout = seconds(Some(timeout), "--timeout")?.unwrap_or_default();
     sockloop::lesson::run(&opts, &mut io::stdout()).map(|_| ())
+}
+
+fn bench(
+    scenarios: Vec<String>,
+    drivers: Vec<String>,
+    secs: f64,
+    quick: bool,
+    json: Option<std::path::PathBuf>,
+    svg: Option<std::path::PathBuf>,
+) -> io::Result<()> {
+    use sockloop::bench::{self, BenchOptions, Scenario};
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let mut opts = BenchOptions::new(std::env::current_exe()?);
+    opts.scenarios = Scenario::select(&scenarios, quick).map_err(invalid)?;
+    opts.drivers = drivers
+        .iter()
+        .map(|d| d.parse())
+        .collect::<Result<_, String>>()
+        .map_err(invalid)?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(invalid(format!(
+            "--secs takes a positive number, not {secs}"
+        )));
+    }
+    opts.secs = secs;
+    opts.quick = quick;
+    opts.json = json;
+    opts.svg = svg;
+    let report = bench::run(&opts, &mut io::stdout())?;
+    match report.errors() {
+        0 => Ok(()),
+        n => Err(io::Error::other(format!("{n} benchmark rows failed"))),
+    }
 }

@@ -41,8 +41,10 @@ pub trait BlockingStream: Read + Write + Send + 'static {
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     /// Bounds how long `write` blocks (`None`: forever).
     fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
-    /// A second handle to the same socket, for [`BlockingServer::stop`] to shut it down.
+    /// A second handle to the same socket (for a mailbox's writer).
     fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>>;
+    /// The socket's fd, for [`BlockingServer::stop`] to shut it down without a `dup`.
+    fn raw_fd(&self) -> std::os::fd::RawFd;
 }
 
 impl BlockingStream for TcpStream {
@@ -58,6 +60,9 @@ impl BlockingStream for TcpStream {
     fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>> {
         Ok(Box::new(self.try_clone()?))
     }
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
 }
 
 impl BlockingStream for UnixStream {
@@ -72,6 +77,9 @@ impl BlockingStream for UnixStream {
     }
     fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>> {
         Ok(Box::new(self.try_clone()?))
+    }
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
     }
 }
 
@@ -228,6 +236,9 @@ impl BlockingStream for DeadStream {
     }
     fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>> {
         Ok(Box::new(DeadStream))
+    }
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        -1
     }
 }
 
@@ -510,8 +521,11 @@ pub struct BlockingStats {
 
 struct Inner {
     stop: AtomicBool,
-    /// A clone of every open connection's stream, so `stop` can shut them down.
-    open: Mutex<HashMap<u64, Box<dyn BlockingStream>>>,
+    /// The fd of every connection being served, so `stop` can shut them down. A `dup`
+    /// per connection would do too, but would halve how many connections fit under the
+    /// fd limit. Entries are added by the serving thread itself and removed, under this
+    /// lock, before its socket is closed, so `stop` never touches a reused fd.
+    open: Mutex<HashMap<u64, std::os::fd::RawFd>>,
     stats: BlockingStats,
 }
 
@@ -588,13 +602,15 @@ fn stop(inner: &Inner, addr: &Endpoint) {
     if inner.stop.swap(true, Ordering::SeqCst) {
         return;
     }
-    for stream in inner
+    for &fd in inner
         .open
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .values()
     {
-        let _ = stream.shutdown(Shutdown::Both);
+        // SAFETY: shutdown(2) on an fd that is open while we hold the lock (see `open`);
+        // it touches no memory. A blocked read on it then returns 0.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
     // The accept thread is blocked in accept(): a connection of our own wakes it.
     match addr {
@@ -639,13 +655,6 @@ fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: 
         let id = next_id;
         inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
         log::debug!("accept {peer} as conn {id}");
-        if let Ok(clone) = stream.try_clone_boxed() {
-            inner
-                .open
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, clone);
-        }
         let proto = factory();
         match mode {
             Mode::Iterative => run_one(stream, peer, id, proto, &inner),
@@ -658,7 +667,7 @@ fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: 
                 // A failed spawn drops the closure and with it the stream: closed.
                 if let Err(e) = spawned {
                     log::warn!("cannot start a thread for {who}: {e}; closing it");
-                    forget(&inner, id);
+                    inner.stats.closed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -672,16 +681,23 @@ fn run_one(
     mut proto: Box<dyn Protocol + Send>,
     inner: &Inner,
 ) {
+    {
+        let mut open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock `stop` takes: either stop sees this entry, or we see stop.
+        if inner.stop.load(Ordering::SeqCst) {
+            inner.stats.closed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        open.insert(id, stream.raw_fd());
+    }
     let reason = serve_connection_from(&mut *stream, Some(&peer), &mut *proto);
     log::debug!("close {peer} (conn {id}): {reason}");
-    forget(inner, id);
-}
-
-fn forget(inner: &Inner, id: u64) {
     inner
         .open
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
     inner.stats.closed.fetch_add(1, Ordering::Relaxed);
+    // Only now, with the entry gone, may the fd be closed (and its number reused).
+    drop(stream);
 }
