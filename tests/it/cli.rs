@@ -1,71 +1,12 @@
 //! The `sockloop` command line: usage errors, `--help`, the interactive client, and a
 //! bind that fails. Every run of the binary is bounded by a deadline and killed past it.
 
-use crate::support::{wait_until, ServerProc, DEADLINE, DRIVERS};
+use crate::support::{run_sockloop, ServerProc, DRIVERS};
 use sockloop::demos::Driver;
-use std::io::{Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-
-/// What a finished run of the binary left behind.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Kills the child if the test gives up on it (a deadline passed, an assertion failed).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Runs `sockloop <args>` with `stdin` piped in (then closed), and waits for it to exit
-/// within [`DEADLINE`]; past that it is killed and the test fails.
-fn sockloop(args: &[&str], stdin: &[u8]) -> Run {
-    let child = Command::new(env!("CARGO_BIN_EXE_sockloop"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sockloop");
-    let mut child = KillOnDrop(child);
-    let mut input = child.0.stdin.take().expect("piped stdin");
-    let stdin = stdin.to_vec();
-    // On a thread: a child that does not read its input must not block the test.
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-        // Dropping `input` closes the pipe: end of input for the child.
-    });
-    let stdout = drain(child.0.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.0.stderr.take().expect("piped stderr"));
-    let what = format!("`sockloop {}` to exit", args.join(" "));
-    let status = wait_until(DEADLINE, &what, || child.0.try_wait().expect("try_wait"));
-    let _ = feeder.join();
-    Run {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
-}
 
 /// Asserts a usage error: exit code 2, and stderr names `problem` and shows the usage.
 fn assert_usage_error(args: &[&str], problem: &str) {
-    let run = sockloop(args, b"");
+    let run = run_sockloop(args, b"");
     let cmd = format!("`sockloop {}`", args.join(" "));
     assert_eq!(
         run.status.code(),
@@ -111,7 +52,7 @@ fn unknown_driver_is_a_usage_error() {
 #[test]
 fn help_works() {
     for args in [&["--help"][..], &["serve", "--help"], &["client", "--help"]] {
-        let run = sockloop(args, b"");
+        let run = run_sockloop(args, b"");
         let cmd = format!("`sockloop {}`", args.join(" "));
         assert!(
             run.status.success(),
@@ -125,7 +66,7 @@ fn help_works() {
             run.stdout
         );
     }
-    let top = sockloop(&["--help"], b"");
+    let top = run_sockloop(&["--help"], b"");
     for word in ["serve", "client"] {
         assert!(
             top.stdout.contains(word),
@@ -133,7 +74,7 @@ fn help_works() {
             top.stdout
         );
     }
-    let serve = sockloop(&["serve", "--help"], b"");
+    let serve = run_sockloop(&["serve", "--help"], b"");
     for word in ["--driver", "--addr", "reactor", "threaded", "iterative"] {
         assert!(
             serve.stdout.contains(word),
@@ -146,7 +87,7 @@ fn help_works() {
 fn client_echo(driver: Driver) {
     let server = ServerProc::start("echo", driver, &[]);
     let addr = server.addr.to_string();
-    let run = sockloop(&["client", "echo", "--addr", &addr], b"hello\nworld\n");
+    let run = run_sockloop(&["client", "echo", "--addr", &addr], b"hello\nworld\n");
     assert!(
         run.status.success(),
         "{driver}: expected `sockloop client echo` to exit 0 at the end of its input, got {}; \
@@ -182,7 +123,7 @@ fn client_to_a_closed_port_fails_clearly() {
         .and_then(|l| l.local_addr())
         .expect("find a free port");
     let addr = addr.to_string();
-    let run = sockloop(&["client", "echo", "--addr", &addr], b"hello\n");
+    let run = run_sockloop(&["client", "echo", "--addr", &addr], b"hello\n");
     assert!(
         !run.status.success(),
         "expected `sockloop client` to fail with no server at {addr}; stdout:\n{}",
@@ -202,7 +143,7 @@ fn bind_in_use_fails_clearly() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to take");
     let addr = taken.local_addr().unwrap().to_string();
     for driver in DRIVERS {
-        let run = sockloop(
+        let run = run_sockloop(
             &[
                 "serve",
                 "echo",

@@ -5,9 +5,10 @@
 //! `#[test]` per driver so that nextest lists (and times) each separately.
 
 use crate::support::{
-    connect, pattern, read_exact_n, read_to_end, wait_until, ServerProc, DEADLINE, DRIVERS,
+    connect, connect_with_buffers, pattern, per_driver, read_exact_n, read_to_end, wait_until,
+    ServerProc, DEADLINE,
 };
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::SockRef;
 use sockloop::demos::Driver;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -15,33 +16,6 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// One `#[test]` per driver for the scenario `$scenario: fn(Driver)`.
-macro_rules! per_driver {
-    ($scenario:ident: $reactor:ident, $threaded:ident, $iterative:ident) => {
-        #[test]
-        fn $reactor() {
-            $scenario(Driver::Reactor)
-        }
-        #[test]
-        fn $threaded() {
-            $scenario(Driver::Threaded)
-        }
-        #[test]
-        fn $iterative() {
-            $scenario(Driver::Iterative)
-        }
-    };
-}
-
-// `per_driver!` names the drivers one by one: a new driver must get its tests here too.
-const _: () = assert!(
-    matches!(
-        DRIVERS,
-        [Driver::Reactor, Driver::Threaded, Driver::Iterative]
-    ),
-    "DRIVERS changed: teach per_driver! about the new driver"
-);
 
 // ---------------------------------------------------------------------------------------
 // Helpers local to these scenarios.
@@ -87,28 +61,6 @@ fn finish(mut s: TcpStream, what: &str) {
         "{what}: expected EOF right after the last echo, got {} more bytes",
         rest.len()
     );
-}
-
-/// Connects like [`connect`], with socket buffer sizes set before the handshake (so the
-/// advertised window is small from the start).
-fn connect_with_buffers(
-    addr: SocketAddr,
-    rcvbuf: Option<usize>,
-    sndbuf: Option<usize>,
-) -> TcpStream {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-    if let Some(n) = rcvbuf {
-        sock.set_recv_buffer_size(n).expect("SO_RCVBUF");
-    }
-    if let Some(n) = sndbuf {
-        sock.set_send_buffer_size(n).expect("SO_SNDBUF");
-    }
-    sock.connect_timeout(&addr.into(), DEADLINE)
-        .unwrap_or_else(|e| panic!("expected to connect to {addr}: {e}"));
-    let s: TcpStream = sock.into();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.set_write_timeout(Some(DEADLINE)).unwrap();
-    s
 }
 
 /// Waits (up to `timeout`) until `s` is writable; returns false on timeout.
@@ -232,7 +184,7 @@ fn big_write_slow_reader(driver: Driver) {
     let server = ServerProc::start("echo", driver, &[]);
     // A small receive buffer keeps the window small: the server meets backpressure
     // (partial writes, WouldBlock, the reactor's high-water mark) almost at once.
-    let reader = connect_with_buffers(server.addr, Some(16 * 1024), None);
+    let reader = connect_with_buffers(server.addr, Some(16 * 1024), None, DEADLINE);
     let mut writer = reader.try_clone().expect("clone the stream for the writer");
     let data = Arc::new(pattern(8, BIG));
     let sent = Arc::clone(&data);
@@ -431,7 +383,7 @@ fn half_close(driver: Driver) {
 
     // Larger: 1 MiB from a writer thread, then FIN, while this thread reads.
     let data = Arc::new(pattern(43, 1 << 20));
-    let mut r = connect_with_buffers(server.addr, Some(32 * 1024), None);
+    let mut r = connect_with_buffers(server.addr, Some(32 * 1024), None, DEADLINE);
     let mut w = r.try_clone().unwrap();
     let sent = Arc::clone(&data);
     let writer = std::thread::spawn(move || -> io::Result<()> {
@@ -457,7 +409,7 @@ fn half_close_while_output_queued_reactor() {
     let server = ServerProc::start("echo", Driver::Reactor, &[]);
     let data = Arc::new(pattern(44, 256 * 1024));
     // A tiny window: nearly all of the echo must wait in the reactor's output buffer.
-    let mut r = connect_with_buffers(server.addr, Some(4 * 1024), None);
+    let mut r = connect_with_buffers(server.addr, Some(4 * 1024), None, DEADLINE);
     let mut w = r.try_clone().unwrap();
     let sent = Arc::clone(&data);
     let writer = std::thread::spawn(move || -> io::Result<()> {
@@ -499,7 +451,7 @@ fn reset_mid_stream(driver: Driver) {
     let fds_before_a = server.open_fds();
 
     // A: tiny buffers, so the server's echo to A backs up at once.
-    let mut a = connect_with_buffers(server.addr, Some(4 * 1024), Some(4 * 1024));
+    let mut a = connect_with_buffers(server.addr, Some(4 * 1024), Some(4 * 1024), DEADLINE);
     echo_once(
         &mut a,
         &pattern(51, 16 * 1024),

@@ -10,22 +10,23 @@
 //! Each test works in a directory of its own under the system's temp dir, removed at the
 //! end. Waits poll a condition against a deadline; nothing sleeps to wait for readiness.
 
-use crate::support::{connect, wait_until, DEADLINE};
+use crate::support::{
+    connect, localhost, per_driver, pump_for, pump_until, wait_until, Driver, InProcServer,
+    TempDir, DEADLINE,
+};
 use sha2::{Digest, Sha256};
 use socket2::SockRef;
-use sockloop::blocking::{BlockingListener, BlockingServer, Factory, Mode};
 use sockloop::net::Endpoint;
 use sockloop::proto::file::{
     DirStore, FileReceiver, FileSender, SendError, Sent, CHUNK, TEMP_PREFIX,
 };
-use sockloop::reactor::{Handle, Reactor};
+use sockloop::reactor::{Config, Reactor};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
@@ -35,45 +36,7 @@ const MIB: u64 = 1024 * 1024;
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------
-// Helpers: directories, files that are generated as they are read, receivers, senders.
-
-/// A fresh, empty directory under the system's temp dir, removed with its contents when
-/// dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "sockloop-file-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create a temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// The names in the directory, sorted (temporary files included).
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .expect("read the temp dir")
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+// Helpers: files that are generated as they are read, receivers, senders.
 
 /// The bytes of a file of `len` bytes that differs per `seed`, produced as they are read
 /// (eight at a time from a xorshift generator): a file of any size without holding it.
@@ -168,83 +131,12 @@ fn sha256_of_file(path: &Path) -> String {
     hex(&digest.finalize())
 }
 
-/// Which driver serves the receiving side.
-#[derive(Clone, Copy, Debug)]
-enum Receiver {
-    /// A reactor on a thread of its own.
-    Reactor,
-    /// The threaded blocking driver (a thread per connection).
-    Threaded,
-}
-
-/// A receiver storing into a directory, on 127.0.0.1; stopped and joined when dropped.
-enum Server {
-    Reactor {
-        addr: SocketAddr,
-        handle: Handle,
-        thread: Option<JoinHandle<()>>,
-    },
-    Threaded(BlockingServer),
-}
-
-impl Server {
-    fn start(kind: Receiver, dir: &Path) -> Server {
-        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let dir = dir.to_path_buf();
-        match kind {
-            Receiver::Reactor => {
-                let (tx, rx) = mpsc::channel();
-                let thread = std::thread::spawn(move || {
-                    let mut reactor = Reactor::new().expect("a reactor");
-                    let addr = reactor
-                        .listen(localhost, move || {
-                            FileReceiver::new(DirStore::new(dir.clone()))
-                        })
-                        .expect("listen");
-                    tx.send((addr, reactor.handle())).unwrap();
-                    reactor.run().expect("the receiver's loop");
-                });
-                let (addr, handle) = rx
-                    .recv_timeout(DEADLINE)
-                    .expect("the receiver's reactor starts");
-                Server::Reactor {
-                    addr,
-                    handle,
-                    thread: Some(thread),
-                }
-            }
-            Receiver::Threaded => {
-                let listener = BlockingListener::bind(&Endpoint::Inet(localhost)).expect("bind");
-                let factory: Factory =
-                    Arc::new(move || Box::new(FileReceiver::new(DirStore::new(dir.clone()))));
-                Server::Threaded(
-                    BlockingServer::spawn(listener, Mode::Threaded, factory).expect("spawn"),
-                )
-            }
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        match self {
-            Server::Reactor { addr, .. } => *addr,
-            Server::Threaded(s) => match s.local_addr() {
-                Endpoint::Inet(a) => *a,
-                other => panic!("a TCP server bound {other}"),
-            },
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Server::Reactor { handle, thread, .. } = self {
-            let _ = handle.stop_now();
-            if let Some(t) = thread.take() {
-                let _ = t.join();
-            }
-        }
-        // A BlockingServer stops and joins on drop.
-    }
+/// A receiver storing into `dir`, on 127.0.0.1, under `driver`; stopped when dropped.
+fn serve_receiver(driver: Driver, dir: &Path) -> InProcServer {
+    let dir = dir.to_path_buf();
+    InProcServer::start(driver, Config::default(), move || {
+        FileReceiver::new(DirStore::new(dir.clone()))
+    })
 }
 
 /// Sends the pattern file (`seed`, `len`) as `name` with a [`FileSender`] on a reactor of
@@ -257,17 +149,12 @@ fn send_with_reactor(addr: SocketAddr, name: &str, seed: u64, len: u64) -> Resul
     let conn = reactor
         .connect(&Endpoint::Inet(addr), Some(DEADLINE), sender)
         .expect("connect");
-    let start = Instant::now();
-    while reactor.phase(conn).is_some() {
-        assert!(
-            start.elapsed() < TRANSFER_DEADLINE,
-            "sending {name} ({len} bytes) took over {TRANSFER_DEADLINE:?} (stats: {:?})",
-            reactor.stats()
-        );
-        reactor
-            .run_once(Some(Duration::from_millis(100)))
-            .expect("run_once");
-    }
+    pump_until(
+        &mut reactor,
+        TRANSFER_DEADLINE,
+        &format!("{name} ({len} bytes) is sent"),
+        |r| r.phase(conn).is_none(),
+    );
     let peak = reactor.stats().peak_output_buffered;
     assert!(
         peak <= CHUNK,
@@ -328,9 +215,9 @@ fn send(kind: Sender, addr: SocketAddr, name: &str, seed: u64, len: u64) -> Sent
 
 /// 0 B, 1 B and 32 MiB files arrive byte-identical, with the digest of what was sent,
 /// and no temporary file is left behind.
-fn files_arrive_intact(receiver: Receiver, sender: Sender) {
+fn files_arrive_intact(receiver: Driver, sender: Sender) {
     let dir = TempDir::new("intact");
-    let server = Server::start(receiver, dir.path());
+    let server = serve_receiver(receiver, dir.path());
     let files = [("empty.bin", 0), ("one.bin", 1), ("big.bin", 32 * MIB)];
     for (seed, &(name, len)) in files.iter().enumerate() {
         let seed = seed as u64 + 1;
@@ -355,31 +242,31 @@ fn files_arrive_intact(receiver: Receiver, sender: Sender) {
 
 #[test]
 fn files_arrive_intact_reactor_sender_to_reactor_receiver() {
-    files_arrive_intact(Receiver::Reactor, Sender::Reactor)
+    files_arrive_intact(Driver::Reactor, Sender::Reactor)
 }
 
 #[test]
 fn files_arrive_intact_reactor_sender_to_threaded_receiver() {
-    files_arrive_intact(Receiver::Threaded, Sender::Reactor)
+    files_arrive_intact(Driver::Threaded, Sender::Reactor)
 }
 
 #[test]
 fn files_arrive_intact_blocking_sender_to_reactor_receiver() {
-    files_arrive_intact(Receiver::Reactor, Sender::Blocking)
+    files_arrive_intact(Driver::Reactor, Sender::Blocking)
 }
 
 #[test]
 fn files_arrive_intact_blocking_sender_to_threaded_receiver() {
-    files_arrive_intact(Receiver::Threaded, Sender::Blocking)
+    files_arrive_intact(Driver::Threaded, Sender::Blocking)
 }
 
 /// Names that would leave the directory, hide, or garble a listing get `ERR` and write
 /// nothing, inside the directory or next to it.
-fn refused_names_write_nothing(receiver: Receiver) {
+fn refused_names_write_nothing(receiver: Driver) {
     let parent = TempDir::new("refused-parent");
     let dir = parent.path().join("inbox");
     std::fs::create_dir(&dir).unwrap();
-    let server = Server::start(receiver, &dir);
+    let server = serve_receiver(receiver, &dir);
     let names: [&[u8]; 8] = [
         b"../escaped",
         b"..",
@@ -406,20 +293,15 @@ fn refused_names_write_nothing(receiver: Receiver) {
     assert_eq!(parent.entries(), ["inbox"], "nothing written next to it");
 }
 
-#[test]
-fn refused_names_write_nothing_reactor() {
-    refused_names_write_nothing(Receiver::Reactor)
-}
-
-#[test]
-fn refused_names_write_nothing_threaded() {
-    refused_names_write_nothing(Receiver::Threaded)
-}
+per_driver!(
+    refused_names_write_nothing: refused_names_write_nothing_reactor,
+    refused_names_write_nothing_threaded
+);
 
 /// A second file under a name already received is refused; the first stays as it was.
-fn an_existing_file_is_never_replaced(receiver: Receiver) {
+fn an_existing_file_is_never_replaced(receiver: Driver) {
     let dir = TempDir::new("exists");
-    let server = Server::start(receiver, dir.path());
+    let server = serve_receiver(receiver, dir.path());
     send(Sender::Reactor, server.addr(), "notes.txt", 1, 1000);
     let second = send_with_reactor(server.addr(), "notes.txt", 2, 2000);
     assert_eq!(second, Err(SendError::Refused("exists".into())));
@@ -427,15 +309,10 @@ fn an_existing_file_is_never_replaced(receiver: Receiver) {
     assert_eq!(dir.entries(), ["notes.txt"]);
 }
 
-#[test]
-fn an_existing_file_is_never_replaced_reactor() {
-    an_existing_file_is_never_replaced(Receiver::Reactor)
-}
-
-#[test]
-fn an_existing_file_is_never_replaced_threaded() {
-    an_existing_file_is_never_replaced(Receiver::Threaded)
-}
+per_driver!(
+    an_existing_file_is_never_replaced: an_existing_file_is_never_replaced_reactor,
+    an_existing_file_is_never_replaced_threaded
+);
 
 /// How the killed sender's socket ends.
 #[derive(Clone, Copy, Debug)]
@@ -448,9 +325,9 @@ enum Death {
 
 /// A sender that dies 1 MiB into a 32 MiB file leaves neither the file nor a temporary
 /// file, and the receiver goes on serving: the same name can be sent afterwards.
-fn a_killed_sender_leaves_nothing(receiver: Receiver, death: Death) {
+fn a_killed_sender_leaves_nothing(receiver: Driver, death: Death) {
     let dir = TempDir::new("killed");
-    let server = Server::start(receiver, dir.path());
+    let server = serve_receiver(receiver, dir.path());
     let mut s = connect(server.addr());
     s.write_all(format!("FILE big.bin {}\n", 32 * MIB).as_bytes())
         .unwrap();
@@ -481,29 +358,29 @@ fn a_killed_sender_leaves_nothing(receiver: Receiver, death: Death) {
 
 #[test]
 fn a_killed_sender_leaves_nothing_reactor_fin() {
-    a_killed_sender_leaves_nothing(Receiver::Reactor, Death::Fin)
+    a_killed_sender_leaves_nothing(Driver::Reactor, Death::Fin)
 }
 
 #[test]
 fn a_killed_sender_leaves_nothing_reactor_reset() {
-    a_killed_sender_leaves_nothing(Receiver::Reactor, Death::Reset)
+    a_killed_sender_leaves_nothing(Driver::Reactor, Death::Reset)
 }
 
 #[test]
 fn a_killed_sender_leaves_nothing_threaded_fin() {
-    a_killed_sender_leaves_nothing(Receiver::Threaded, Death::Fin)
+    a_killed_sender_leaves_nothing(Driver::Threaded, Death::Fin)
 }
 
 #[test]
 fn a_killed_sender_leaves_nothing_threaded_reset() {
-    a_killed_sender_leaves_nothing(Receiver::Threaded, Death::Reset)
+    a_killed_sender_leaves_nothing(Driver::Threaded, Death::Reset)
 }
 
 /// A size announced but not delivered before a clean close gets `ERR truncated`, and
 /// nothing is stored.
-fn a_short_body_is_truncated(receiver: Receiver) {
+fn a_short_body_is_truncated(receiver: Driver) {
     let dir = TempDir::new("short");
-    let server = Server::start(receiver, dir.path());
+    let server = serve_receiver(receiver, dir.path());
     let mut s = connect(server.addr());
     s.write_all(b"FILE short.txt 10\nhello").unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -515,15 +392,10 @@ fn a_short_body_is_truncated(receiver: Receiver) {
     });
 }
 
-#[test]
-fn a_short_body_is_truncated_reactor() {
-    a_short_body_is_truncated(Receiver::Reactor)
-}
-
-#[test]
-fn a_short_body_is_truncated_threaded() {
-    a_short_body_is_truncated(Receiver::Threaded)
-}
+per_driver!(
+    a_short_body_is_truncated: a_short_body_is_truncated_reactor,
+    a_short_body_is_truncated_threaded
+);
 
 /// Counts the bytes read through it.
 struct Counting<R> {
@@ -539,16 +411,6 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Runs turns of `reactor` for `window` (to show that something does *not* happen).
-fn pump_for(reactor: &mut Reactor, window: Duration) {
-    let end = Instant::now() + window;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        reactor
-            .run_once(Some(left.min(Duration::from_millis(10))))
-            .expect("run_once");
-    }
-}
-
 /// A receiver that stops reading stops the sender: once the kernel's buffers are full,
 /// the sender reads no more of the file and its loop holds at most one chunk, however
 /// large the file. When the receiver reads again, the transfer completes.
@@ -558,8 +420,7 @@ fn a_stalled_receiver_holds_the_sender_to_one_chunk() {
     // A small receive buffer, set before listen so accepted sockets inherit it.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(64 * 1024).unwrap();
-    let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    sock.bind(&localhost.into()).unwrap();
+    sock.bind(&localhost().into()).unwrap();
     sock.listen(1).unwrap();
     let listener: std::net::TcpListener = sock.into();
     let addr = listener.local_addr().unwrap();
@@ -623,16 +484,12 @@ fn a_stalled_receiver_holds_the_sender_to_one_chunk() {
             .unwrap();
         let _ = peer.read(&mut byte); // until the sender closes
     });
-    let start = Instant::now();
-    while reactor.phase(conn).is_some() {
-        assert!(
-            start.elapsed() < TRANSFER_DEADLINE,
-            "the transfer did not finish"
-        );
-        reactor
-            .run_once(Some(Duration::from_millis(100)))
-            .expect("run_once");
-    }
+    pump_until(
+        &mut reactor,
+        TRANSFER_DEADLINE,
+        "the transfer finishes",
+        |r| r.phase(conn).is_none(),
+    );
     receiver.join().expect("the receiver thread");
     assert!(
         matches!(outcome.get(), Some(Ok(Sent { size, .. })) if size == len),

@@ -5,18 +5,18 @@
 //! Every wait is bounded: servers read with timeouts, the client has its own, and the
 //! servers that must start up are polled with connects until they answer.
 
-use crate::support::{pattern, wait_until, DEADLINE};
+use crate::support::{localhost, pattern, wait_until, BgReactor, KillOnDrop, TempDir, DEADLINE};
 use sockloop::client::get::{fetch, get, BodyTarget, GetError, GetOptions, GetOutcome, Waiting};
 use sockloop::proto::http::client::{Framing, Method};
 use sockloop::proto::http::server::{HttpConfig, HttpServer};
-use sockloop::reactor::{Handle, Reactor};
+use sockloop::reactor::Config;
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -183,27 +183,6 @@ fn pieces(parts: &[&[u8]]) -> Vec<Vec<u8>> {
     parts.iter().map(|p| p.to_vec()).collect()
 }
 
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("sockloop-get-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A port nothing listens on right now (bound, then released). Another process could
 /// take it in between; the servers started on it would then fail to start, loudly.
 fn free_port() -> u16 {
@@ -223,16 +202,6 @@ fn wait_for_listener(addr: SocketAddr, what: &str, child: &mut Child) {
             .ok()
             .map(|_| ())
     });
-}
-
-/// A child process killed (and reaped) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -614,7 +583,7 @@ fn python_http_server_one_mebibyte() {
     std::fs::create_dir(&root).unwrap();
     write_big_file(&root, "big.bin", BIG);
     let port = free_port();
-    let mut child = Command::new("python3")
+    let child = Command::new("python3")
         .args([
             "-m",
             "http.server",
@@ -630,8 +599,8 @@ fn python_http_server_one_mebibyte() {
         .spawn()
         .expect("spawn python3 -m http.server");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_for_listener(addr, "python3 -m http.server", &mut child);
-    let _server = Proc(child);
+    let mut server = KillOnDrop(child);
+    wait_for_listener(addr, "python3 -m http.server", &mut server.0);
     check_big_download(&format!("http://{addr}"), dir.path(), "big.bin", BIG);
 }
 
@@ -682,7 +651,7 @@ fn nginx_one_mebibyte() {
     );
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let mut child = Command::new(&nginx)
+    let child = Command::new(&nginx)
         .arg("-c")
         .arg(&conf_path)
         .arg("-p")
@@ -693,8 +662,8 @@ fn nginx_one_mebibyte() {
         .spawn()
         .expect("spawn nginx");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_for_listener(addr, "nginx", &mut child);
-    let _server = Proc(child);
+    let mut server = KillOnDrop(child);
+    wait_for_listener(addr, "nginx", &mut server.0);
     check_big_download(&format!("http://{addr}"), dir.path(), "big.bin", BIG);
 
     let f = fetch_with(&format!("http://{addr}/big.bin"), Method::Head, PATIENT);
@@ -706,58 +675,23 @@ fn nginx_one_mebibyte() {
     assert!(f.body.is_empty());
 }
 
-/// sockloop's own `http` demo on a reactor thread, stopped when dropped.
-struct DemoServer {
-    addr: SocketAddr,
-    handle: Handle,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl DemoServer {
-    fn start() -> DemoServer {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let mut reactor = Reactor::new().expect("reactor");
-            let cfg = Arc::new(HttpConfig::default());
-            let addr = reactor
-                .listen("127.0.0.1:0".parse().unwrap(), move || {
-                    HttpServer::new(Arc::clone(&cfg))
-                })
-                .expect("listen");
-            tx.send((addr, reactor.handle())).unwrap();
-            reactor.run().expect("run");
-        });
-        let (addr, handle) = rx.recv_timeout(DEADLINE).expect("demo server started");
-        DemoServer {
-            addr,
-            handle,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for DemoServer {
-    fn drop(&mut self) {
-        let _ = self.handle.stop_now();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 #[test]
 fn sockloops_own_http_demo() {
-    let server = DemoServer::start();
-    let f = fetch_mem(&format!("http://{}/", server.addr), PATIENT);
+    // sockloop's own `http` demo on a reactor thread, stopped when dropped.
+    let server = BgReactor::start(Config::default(), |r| {
+        let cfg = Arc::new(HttpConfig::default());
+        r.listen(localhost(), move || HttpServer::new(Arc::clone(&cfg)))
+    });
+    let f = fetch_mem(&format!("http://{}/", server.addr()), PATIENT);
     let o = f.outcome();
     assert_eq!(o.status(), 200);
     assert_eq!(f.body, b"Hello, World");
     assert!(f.head.starts_with("HTTP/1.1 200 OK\n"), "{}", f.head);
 
-    let f = fetch_mem(&format!("http://{}/nope", server.addr), PATIENT);
+    let f = fetch_mem(&format!("http://{}/nope", server.addr()), PATIENT);
     assert_eq!(f.outcome().status(), 404);
 
-    let f = fetch_with(&format!("http://{}/", server.addr), Method::Head, PATIENT);
+    let f = fetch_with(&format!("http://{}/", server.addr()), Method::Head, PATIENT);
     assert_eq!(f.outcome().head.framing, Framing::None);
     assert!(f.body.is_empty());
 }

@@ -7,18 +7,14 @@
 //! short timeouts and a fixed `Date`. Waits are bounded reads; the only sleeps pace a
 //! client on purpose (a slowloris trickle, a pause shorter than the keep-alive timeout).
 
-use crate::support::{connect, read_to_end, DEADLINE};
-use sockloop::blocking::{BlockingListener, BlockingServer, Factory, Mode};
-use sockloop::net::Endpoint;
+use crate::support::{connect, per_driver, read_to_end, Driver, InProcServer};
 use sockloop::proto::http::server::{HttpConfig, HttpServer};
-use sockloop::proto::Protocol;
-use sockloop::reactor::{Config, Handle, Reactor};
+use sockloop::reactor::Config;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// RFC 9110's example date: every test server's wall clock.
@@ -42,110 +38,31 @@ fn test_config() -> HttpConfig {
     }
 }
 
-/// The drivers these scenarios run under.
-#[derive(Clone, Copy, Debug)]
-enum Via {
-    Reactor,
-    Threaded,
-}
-
-/// One `#[test]` per driver for the scenario `$scenario: fn(Via)`.
-macro_rules! per_driver {
-    ($scenario:ident: $reactor:ident, $threaded:ident) => {
-        #[test]
-        fn $reactor() {
-            $scenario(Via::Reactor)
-        }
-        #[test]
-        fn $threaded() {
-            $scenario(Via::Threaded)
-        }
-    };
-}
-
 /// An HTTP server on 127.0.0.1:0, stopped when dropped.
 struct Server {
     addr: SocketAddr,
-    running: Running,
-}
-
-enum Running {
-    Reactor {
-        handle: Handle,
-        thread: Option<JoinHandle<()>>,
-    },
-    Threaded(Option<BlockingServer>),
+    _running: InProcServer,
 }
 
 impl Server {
-    fn start(via: Via, cfg: HttpConfig) -> Server {
+    fn start(driver: Driver, cfg: HttpConfig) -> Server {
         let cfg = Arc::new(cfg);
-        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        match via {
-            Via::Reactor => {
-                let (tx, rx) = mpsc::channel();
-                let thread = std::thread::Builder::new()
-                    .name("http-reactor".into())
-                    .spawn(move || {
-                        let mut reactor = Reactor::with_config(Config {
-                            max_connections: 256,
-                            shutdown_grace: Duration::from_secs(1),
-                            ..Config::default()
-                        })
-                        .expect("reactor");
-                        let addr = reactor
-                            .listen(localhost, move || HttpServer::new(Arc::clone(&cfg)))
-                            .expect("listen");
-                        tx.send((addr, reactor.handle())).unwrap();
-                        reactor.run().expect("reactor run");
-                    })
-                    .expect("spawn the reactor thread");
-                let (addr, handle) = rx.recv_timeout(DEADLINE).expect("the reactor listens");
-                Server {
-                    addr,
-                    running: Running::Reactor {
-                        handle,
-                        thread: Some(thread),
-                    },
-                }
-            }
-            Via::Threaded => {
-                let listener = BlockingListener::bind(&Endpoint::Inet(localhost)).expect("bind");
-                let factory: Factory = Arc::new(move || {
-                    Box::new(HttpServer::new(Arc::clone(&cfg))) as Box<dyn Protocol + Send>
-                });
-                let server =
-                    BlockingServer::spawn(listener, Mode::Threaded, factory).expect("spawn");
-                let addr = server.local_addr().inet().expect("a TCP address");
-                Server {
-                    addr,
-                    running: Running::Threaded(Some(server)),
-                }
-            }
+        let reactor_cfg = Config {
+            max_connections: 256,
+            shutdown_grace: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let running = InProcServer::start(driver, reactor_cfg, move || {
+            HttpServer::new(Arc::clone(&cfg))
+        });
+        Server {
+            addr: running.addr(),
+            _running: running,
         }
     }
 
     fn url(&self) -> String {
         format!("http://{}/", self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        match &mut self.running {
-            Running::Reactor { handle, thread } => {
-                let _ = handle.shutdown();
-                if let Some(t) = thread.take() {
-                    let _ = t.join();
-                }
-            }
-            Running::Threaded(server) => {
-                if let Some(s) = server.take() {
-                    s.stop();
-                    s.join();
-                }
-            }
-        }
     }
 }
 
@@ -272,7 +189,7 @@ fn curl_status(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn curl_statuses(via: Via) {
+fn curl_statuses(via: Driver) {
     let server = Server::start(via, test_config());
     let url = server.url();
 
@@ -324,7 +241,7 @@ fn curl_statuses(via: Via) {
 }
 per_driver!(curl_statuses: curl_statuses_reactor, curl_statuses_threaded);
 
-fn curl_reuses_the_connection(via: Via) {
+fn curl_reuses_the_connection(via: Driver) {
     let server = Server::start(via, test_config());
     let url = server.url();
     let out = curl(&["-v", &url, &url]);
@@ -358,7 +275,7 @@ print("one connection" if len(set(ports)) == 1 else "reconnected: %s" % ports)
 conn.close()
 "#;
 
-fn python_keepalive(via: Via) {
+fn python_keepalive(via: Driver) {
     let server = Server::start(via, test_config());
     let out = Command::new("python3")
         .args(["-c", PYTHON_CLIENT])
@@ -382,7 +299,7 @@ per_driver!(python_keepalive: python_keepalive_reactor, python_keepalive_threade
 // ---------------------------------------------------------------------------------------
 // Raw sockets
 
-fn pipelining(via: Via) {
+fn pipelining(via: Driver) {
     let server = Server::start(via, test_config());
     let mut batch = Vec::new();
     let mut expect = Vec::new();
@@ -415,7 +332,7 @@ fn pipelining(via: Via) {
 }
 per_driver!(pipelining: pipelining_reactor, pipelining_threaded);
 
-fn slowloris_is_closed_at_the_head_deadline(via: Via) {
+fn slowloris_is_closed_at_the_head_deadline(via: Driver) {
     let server = Server::start(via, test_config());
     let mut c = Client::connect(server.addr);
     let start = Instant::now();
@@ -459,7 +376,7 @@ fn slowloris_is_closed_at_the_head_deadline(via: Via) {
 }
 per_driver!(slowloris_is_closed_at_the_head_deadline: slowloris_reactor, slowloris_threaded);
 
-fn keepalive_idle_timeout(via: Via) {
+fn keepalive_idle_timeout(via: Driver) {
     let server = Server::start(via, test_config());
     let mut c = Client::connect(server.addr);
     c.send(GET);
@@ -479,7 +396,7 @@ fn keepalive_idle_timeout(via: Via) {
 }
 per_driver!(keepalive_idle_timeout: keepalive_idle_reactor, keepalive_idle_threaded);
 
-fn half_close(via: Via) {
+fn half_close(via: Driver) {
     let server = Server::start(via, test_config());
     // HTTP/1.0: answered, then closed.
     let mut s = connect(server.addr);
@@ -508,7 +425,7 @@ fn half_close(via: Via) {
 }
 per_driver!(half_close: half_close_reactor, half_close_threaded);
 
-fn malformed_is_400_then_close(via: Via) {
+fn malformed_is_400_then_close(via: Driver) {
     let server = Server::start(via, test_config());
     let mut c = Client::connect(server.addr);
     c.send(b"GARBAGE\r\n\r\n");
@@ -528,7 +445,7 @@ fn malformed_is_400_then_close(via: Via) {
 }
 per_driver!(malformed_is_400_then_close: malformed_reactor, malformed_threaded);
 
-fn bodies_are_discarded_and_limited(via: Via) {
+fn bodies_are_discarded_and_limited(via: Driver) {
     let server = Server::start(via, test_config());
     let mut c = Client::connect(server.addr);
     let body = vec![b'x'; 200 * 1024];
@@ -559,7 +476,7 @@ fn bodies_are_discarded_and_limited(via: Via) {
 }
 per_driver!(bodies_are_discarded_and_limited: bodies_reactor, bodies_threaded);
 
-fn one_bad_client_does_not_disturb_another(via: Via) {
+fn one_bad_client_does_not_disturb_another(via: Driver) {
     let server = Server::start(
         via,
         HttpConfig {
@@ -628,7 +545,7 @@ fn testdata() -> Vec<(String, Vec<u8>, u16, bool)> {
         .collect()
 }
 
-fn testdata_cases_over_the_wire(via: Via) {
+fn testdata_cases_over_the_wire(via: Driver) {
     let server = Server::start(via, test_config());
     for (name, bytes, status, keep) in testdata() {
         let mut c = Client::connect(server.addr);
@@ -650,7 +567,7 @@ per_driver!(testdata_cases_over_the_wire: testdata_reactor, testdata_threaded);
 // ---------------------------------------------------------------------------------------
 // wrk
 
-fn wrk_load(via: Via) {
+fn wrk_load(via: Driver) {
     match Command::new("wrk").arg("--version").output() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             eprintln!("skipped: wrk is not installed (install it with `apt-get install wrk`)");

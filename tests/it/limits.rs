@@ -4,7 +4,9 @@
 //! The fd limit is lowered in the child only (`setrlimit` in `pre_exec`), so the test
 //! process keeps its own.
 
-use crate::support::{connect, wait_until, Driver, ServerProc, DEADLINE};
+use crate::support::{
+    assert_silent, connect, round_trip, wait_until, Driver, ServerProc, DEADLINE,
+};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -75,31 +77,6 @@ fn fd_slots_used(server: &ServerProc, limit: u64) -> usize {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
         .filter(|&fd| fd < limit)
         .count()
-}
-
-fn round_trip(s: &mut TcpStream, msg: &[u8]) {
-    s.write_all(msg).expect("write the message");
-    let mut got = vec![0; msg.len()];
-    s.read_exact(&mut got).expect("the echo comes back");
-    assert_eq!(got, msg, "the echo is the message");
-}
-
-/// Asserts that nothing arrives on `s` within `window`: a bounded wait that fails early
-/// if the server answers after all.
-fn assert_silent(s: &mut TcpStream, window: Duration, what: &str) {
-    s.set_read_timeout(Some(window)).unwrap();
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) => {}
-        Ok(0) => panic!("{what}: expected no answer yet, but the server closed the connection"),
-        Ok(n) => panic!("{what}: expected no answer yet, but {n} bytes arrived"),
-        Err(e) => panic!("{what}: expected no answer yet, but read failed: {e}"),
-    }
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
 }
 
 /// The `EMFILE` scenario: fill the server's fd table with served clients, queue more,

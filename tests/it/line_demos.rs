@@ -3,7 +3,7 @@
 //! under the reactor and the blocking datagram loop.
 //!
 //! Servers run in this process: a [`Reactor`] built on a thread of its own, or a
-//! [`BlockingServer`]. Each TCP scenario is a `fn(Drive)` written once; [`both_drivers!`]
+//! [`BlockingServer`]. Each TCP scenario is a `fn(Driver)` written once; [`per_driver!`]
 //! turns it into one `#[test]` per driver.
 //!
 //! The scenarios cover the clients the tutorials' servers meet:
@@ -17,8 +17,11 @@
 //! (d) two lines in one write, answered twice, in order;
 //! (e) for greet, `Welcome!` first and `exit` closing the connection.
 
-use crate::support::{connect, read_exact_n, read_to_end, wait_until, DEADLINE};
-use sockloop::blocking::{self, BlockingDatagram, BlockingListener, BlockingServer, Mode};
+use crate::support::{
+    connect, localhost, per_driver, read_exact_n, read_to_end, wait_until, BgReactor, Driver,
+    InProcServer, DEADLINE,
+};
+use sockloop::blocking::{self, BlockingDatagram};
 use sockloop::net::Endpoint;
 use sockloop::proto::ack::{self, Ack};
 use sockloop::proto::greet::{Greeter, WELCOME};
@@ -26,141 +29,36 @@ use sockloop::proto::hello::Hello;
 use sockloop::proto::line::QUIET;
 use sockloop::proto::stamp::{ctime, Stamp};
 use sockloop::proto::{CloseReason, Out, PeerError, Protocol};
-use sockloop::reactor::{Handle, Reactor};
+use sockloop::reactor::Config;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// The drivers these scenarios run under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Drive {
-    /// The mio reactor, on a thread of its own.
-    Reactor,
-    /// The blocking driver with one thread per connection.
-    Threaded,
-}
-
-/// One `#[test]` per driver for the scenario `$scenario: fn(Drive)`.
-macro_rules! both_drivers {
-    ($scenario:ident: $reactor:ident, $threaded:ident) => {
-        #[test]
-        fn $reactor() {
-            $scenario(Drive::Reactor)
-        }
-        #[test]
-        fn $threaded() {
-            $scenario(Drive::Threaded)
-        }
-    };
-}
-
-fn localhost() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 // ---------------------------------------------------------------------------------------
 // Servers.
-
-/// A reactor running `run()` on a thread of its own.
-struct BgReactor {
-    handle: Handle,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl BgReactor {
-    /// Starts a reactor; `setup`, run on the reactor's thread (a reactor is not `Send`),
-    /// binds its socket and returns the address.
-    fn start(
-        setup: impl FnOnce(&mut Reactor) -> SocketAddr + Send + 'static,
-    ) -> (Self, SocketAddr) {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("line-demos-reactor".into())
-            .spawn(move || {
-                let mut reactor = Reactor::new().expect("reactor");
-                let addr = setup(&mut reactor);
-                ready_tx.send((addr, reactor.handle())).unwrap();
-                reactor.run().expect("reactor run");
-            })
-            .expect("spawn reactor thread");
-        let (addr, handle) = ready_rx
-            .recv_timeout(DEADLINE)
-            .expect("the reactor thread starts and binds");
-        let bg = BgReactor {
-            handle,
-            thread: Some(thread),
-        };
-        (bg, addr)
-    }
-
-    /// A graceful shutdown; waits (bounded) for `run()` to return.
-    fn stop(mut self) {
-        self.handle.shutdown().expect("the reactor is running");
-        let t = self.thread.take().unwrap();
-        wait_until(
-            DEADLINE,
-            "the reactor's run() returns after shutdown",
-            || t.is_finished().then_some(()),
-        );
-        t.join().expect("reactor thread");
-    }
-}
-
-impl Drop for BgReactor {
-    fn drop(&mut self) {
-        // Only after a failed test: close everything at once.
-        if let Some(t) = self.thread.take() {
-            let _ = self.handle.stop_now();
-            let _ = t.join();
-        }
-    }
-}
 
 /// A stream server under one of the drivers.
 struct Server {
     addr: SocketAddr,
     /// Bytes the protocols of this server have consumed so far, over all connections.
     consumed: Arc<AtomicUsize>,
-    running: Running,
-}
-
-enum Running {
-    Reactor(BgReactor),
-    Threaded(BlockingServer),
+    running: InProcServer,
 }
 
 impl Server {
     /// Serves `make()` per connection on 127.0.0.1 (any port) under `drive`.
-    fn start<P: Protocol + Send + 'static>(drive: Drive, make: fn() -> P) -> Server {
+    fn start<P: Protocol + Send + 'static>(drive: Driver, make: fn() -> P) -> Server {
         let consumed = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&consumed);
         let factory = move || Counted {
             inner: make(),
             consumed: Arc::clone(&counter),
         };
-        let (running, addr) = match drive {
-            Drive::Reactor => {
-                let (bg, addr) =
-                    BgReactor::start(move |r| r.listen(localhost(), factory).expect("listen"));
-                (Running::Reactor(bg), addr)
-            }
-            Drive::Threaded => {
-                let listener = BlockingListener::bind(&Endpoint::Inet(localhost())).expect("bind");
-                let server = BlockingServer::spawn(
-                    listener,
-                    Mode::Threaded,
-                    Arc::new(move || Box::new(factory()) as Box<dyn Protocol + Send>),
-                )
-                .expect("spawn the threaded server");
-                let addr = server.local_addr().inet().expect("a TCP address");
-                (Running::Threaded(server), addr)
-            }
-        };
+        let running = InProcServer::start(drive, Config::default(), factory);
         Server {
-            addr,
+            addr: running.addr(),
             consumed,
             running,
         }
@@ -181,13 +79,7 @@ impl Server {
 
     /// Stops the server and waits for it (bounded).
     fn stop(self) {
-        match self.running {
-            Running::Reactor(bg) => bg.stop(),
-            Running::Threaded(server) => {
-                server.stop();
-                server.join();
-            }
-        }
+        self.running.stop()
     }
 }
 
@@ -335,7 +227,7 @@ fn assert_stamped(line: &[u8], msg: &str, before: SystemTime) {
 // ---------------------------------------------------------------------------------------
 // Ack (tutorial 000).
 
-fn ack_newline_terminated(drive: Drive) {
+fn ack_newline_terminated(drive: Driver) {
     let server = Server::start(drive, Ack::new);
     let mut s = client(server.addr);
     send(&mut s, b"Michael\n");
@@ -345,9 +237,9 @@ fn ack_newline_terminated(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(ack_newline_terminated: ack_newline_terminated_reactor, ack_newline_terminated_threaded);
+per_driver!(ack_newline_terminated: ack_newline_terminated_reactor, ack_newline_terminated_threaded);
 
-fn ack_tutorial_client(drive: Drive) {
+fn ack_tutorial_client(drive: Driver) {
     let server = Server::start(drive, Ack::new);
     let mut s = client(server.addr);
     for msg in [&b"Michael"[..], b"Tracy"] {
@@ -357,9 +249,9 @@ fn ack_tutorial_client(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(ack_tutorial_client: ack_tutorial_client_reactor, ack_tutorial_client_threaded);
+per_driver!(ack_tutorial_client: ack_tutorial_client_reactor, ack_tutorial_client_threaded);
 
-fn ack_split_line(drive: Drive) {
+fn ack_split_line(drive: Driver) {
     let server = Server::start(drive, Ack::new);
     let mut s = client(server.addr);
     server.send_split(&mut s, b"Mich", b"ael\n");
@@ -371,9 +263,9 @@ fn ack_split_line(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(ack_split_line: ack_split_line_reactor, ack_split_line_threaded);
+per_driver!(ack_split_line: ack_split_line_reactor, ack_split_line_threaded);
 
-fn ack_two_lines_in_one_write(drive: Drive) {
+fn ack_two_lines_in_one_write(drive: Driver) {
     let server = Server::start(drive, Ack::new);
     let mut s = client(server.addr);
     send(&mut s, b"Michael\nTracy\n");
@@ -381,12 +273,12 @@ fn ack_two_lines_in_one_write(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(ack_two_lines_in_one_write: ack_two_lines_in_one_write_reactor, ack_two_lines_in_one_write_threaded);
+per_driver!(ack_two_lines_in_one_write: ack_two_lines_in_one_write_reactor, ack_two_lines_in_one_write_threaded);
 
 // ---------------------------------------------------------------------------------------
 // Stamp (tutorial 002).
 
-fn stamp_newline_terminated(drive: Drive) {
+fn stamp_newline_terminated(drive: Driver) {
     let server = Server::start(drive, Stamp::default);
     let mut s = client(server.addr);
     let before = SystemTime::now();
@@ -397,9 +289,9 @@ fn stamp_newline_terminated(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(stamp_newline_terminated: stamp_newline_terminated_reactor, stamp_newline_terminated_threaded);
+per_driver!(stamp_newline_terminated: stamp_newline_terminated_reactor, stamp_newline_terminated_threaded);
 
-fn stamp_tutorial_client(drive: Drive) {
+fn stamp_tutorial_client(drive: Driver) {
     let server = Server::start(drive, Stamp::default);
     let mut s = client(server.addr);
     let before = SystemTime::now();
@@ -409,9 +301,9 @@ fn stamp_tutorial_client(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(stamp_tutorial_client: stamp_tutorial_client_reactor, stamp_tutorial_client_threaded);
+per_driver!(stamp_tutorial_client: stamp_tutorial_client_reactor, stamp_tutorial_client_threaded);
 
-fn stamp_split_line(drive: Drive) {
+fn stamp_split_line(drive: Driver) {
     let server = Server::start(drive, Stamp::default);
     let mut s = client(server.addr);
     let before = SystemTime::now();
@@ -420,9 +312,9 @@ fn stamp_split_line(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(stamp_split_line: stamp_split_line_reactor, stamp_split_line_threaded);
+per_driver!(stamp_split_line: stamp_split_line_reactor, stamp_split_line_threaded);
 
-fn stamp_two_lines_in_one_write(drive: Drive) {
+fn stamp_two_lines_in_one_write(drive: Driver) {
     let server = Server::start(drive, Stamp::default);
     let mut s = client(server.addr);
     let before = SystemTime::now();
@@ -432,7 +324,7 @@ fn stamp_two_lines_in_one_write(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(stamp_two_lines_in_one_write: stamp_two_lines_in_one_write_reactor, stamp_two_lines_in_one_write_threaded);
+per_driver!(stamp_two_lines_in_one_write: stamp_two_lines_in_one_write_reactor, stamp_two_lines_in_one_write_threaded);
 
 // ---------------------------------------------------------------------------------------
 // Greet (tutorial 003).
@@ -444,7 +336,7 @@ fn welcomed(addr: SocketAddr) -> TcpStream {
     s
 }
 
-fn greet_newline_terminated(drive: Drive) {
+fn greet_newline_terminated(drive: Driver) {
     let server = Server::start(drive, Greeter::new);
     let mut s = welcomed(server.addr);
     send(&mut s, b"Michael\n");
@@ -455,11 +347,11 @@ fn greet_newline_terminated(drive: Drive) {
     expect_server_closes(s);
     server.stop();
 }
-both_drivers!(greet_newline_terminated: greet_newline_terminated_reactor, greet_newline_terminated_threaded);
+per_driver!(greet_newline_terminated: greet_newline_terminated_reactor, greet_newline_terminated_threaded);
 
 /// The tutorial's client, step for step: read the welcome, send three names with no
 /// newline, each after the previous greeting, then `exit`.
-fn greet_tutorial_client(drive: Drive) {
+fn greet_tutorial_client(drive: Driver) {
     let server = Server::start(drive, Greeter::new);
     let mut s = welcomed(server.addr);
     for name in ["Michael", "Tracy", "Sarah"] {
@@ -472,9 +364,9 @@ fn greet_tutorial_client(drive: Drive) {
     expect_server_closes(s);
     server.stop();
 }
-both_drivers!(greet_tutorial_client: greet_tutorial_client_reactor, greet_tutorial_client_threaded);
+per_driver!(greet_tutorial_client: greet_tutorial_client_reactor, greet_tutorial_client_threaded);
 
-fn greet_split_line(drive: Drive) {
+fn greet_split_line(drive: Driver) {
     let server = Server::start(drive, Greeter::new);
     let mut s = welcomed(server.addr);
     server.send_split(&mut s, b"Mich", b"ael\n");
@@ -487,9 +379,9 @@ fn greet_split_line(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(greet_split_line: greet_split_line_reactor, greet_split_line_threaded);
+per_driver!(greet_split_line: greet_split_line_reactor, greet_split_line_threaded);
 
-fn greet_two_lines_in_one_write(drive: Drive) {
+fn greet_two_lines_in_one_write(drive: Driver) {
     let server = Server::start(drive, Greeter::new);
     let mut s = welcomed(server.addr);
     send(&mut s, b"Michael\nTracy\n");
@@ -501,9 +393,9 @@ fn greet_two_lines_in_one_write(drive: Drive) {
     expect_nothing_more(s);
     server.stop();
 }
-both_drivers!(greet_two_lines_in_one_write: greet_two_lines_in_one_write_reactor, greet_two_lines_in_one_write_threaded);
+per_driver!(greet_two_lines_in_one_write: greet_two_lines_in_one_write_reactor, greet_two_lines_in_one_write_threaded);
 
-fn greet_exit_closes_and_drops_what_follows(drive: Drive) {
+fn greet_exit_closes_and_drops_what_follows(drive: Driver) {
     let server = Server::start(drive, Greeter::new);
     let mut s = welcomed(server.addr);
     send(&mut s, b"Michael\nexit\nTracy\n");
@@ -512,7 +404,7 @@ fn greet_exit_closes_and_drops_what_follows(drive: Drive) {
     expect_server_closes(s);
     server.stop();
 }
-both_drivers!(greet_exit_closes_and_drops_what_follows: greet_exit_closes_reactor, greet_exit_closes_threaded);
+per_driver!(greet_exit_closes_and_drops_what_follows: greet_exit_closes_reactor, greet_exit_closes_threaded);
 
 // ---------------------------------------------------------------------------------------
 // Hello over UDP (tutorial 003).
@@ -545,14 +437,12 @@ fn udp_round_trips(server: SocketAddr) {
 
 #[test]
 fn hello_udp_reactor() {
-    let (bg, addr) = BgReactor::start(|r| {
-        let (_, bound) = r
-            .bind_datagram(&Endpoint::Inet(localhost()), Hello::new())
-            .expect("bind_datagram");
-        bound.inet().expect("a UDP address")
+    let bg = BgReactor::start(Config::default(), |r| {
+        let (_, bound) = r.bind_datagram(&Endpoint::Inet(localhost()), Hello::new())?;
+        Ok(bound.inet().expect("a UDP address"))
     });
-    udp_round_trips(addr);
-    bg.stop();
+    udp_round_trips(bg.addr());
+    bg.shutdown_and_join(DEADLINE);
 }
 
 #[test]

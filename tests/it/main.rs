@@ -9,6 +9,7 @@
 
 mod support;
 
+mod bench;
 mod cli;
 mod echo;
 mod file;

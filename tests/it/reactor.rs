@@ -5,39 +5,17 @@
 //! Every wait here polls a condition against a deadline; the only fixed-length waits are
 //! read timeouts that *assert silence* (a client that must not be answered yet).
 
-use crate::support::{pattern, read_exact_n, wait_until};
+use crate::support::{
+    assert_silent, connect_within, localhost, pattern, pump_until, read_exact_n, round_trip,
+    test_config, wait_until, BgReactor, WAIT,
+};
 use sockloop::proto::echo::Echo;
-use sockloop::reactor::{Config, Handle, Phase, Reactor, Stats};
+use sockloop::reactor::{Config, Phase, Reactor};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// How long any one wait here may take: a hung loop fails its test well within 20 s.
-const WAIT: Duration = Duration::from_secs(5);
-
-/// A blocking client with [`WAIT`] read and write timeouts.
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    s
-}
-
-/// A config with small, test-sized limits (the connection limit is not the default's
-/// "fd limit minus 32", so the tests do not depend on the environment's rlimit).
-fn test_config() -> Config {
-    Config {
-        max_connections: 64,
-        ..Config::default()
-    }
-}
-
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 /// The slab key a token carries (its low 32 bits).
 fn key_of(token: mio::Token) -> usize {
@@ -46,21 +24,6 @@ fn key_of(token: mio::Token) -> usize {
 
 // ---------------------------------------------------------------------------------------
 // Driving a reactor on the test thread.
-
-/// Runs turns of `reactor` until `cond` holds, or panics after [`WAIT`] naming `what`.
-fn pump_until(reactor: &mut Reactor, what: &str, mut cond: impl FnMut(&mut Reactor) -> bool) {
-    let start = Instant::now();
-    while !cond(reactor) {
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} running the loop until: {what} (stats: {:?})",
-            reactor.stats()
-        );
-        reactor
-            .run_once(Some(Duration::from_millis(10)))
-            .expect("run_once");
-    }
-}
 
 /// Reads without blocking into `got`; returns true once `got` holds `want` bytes.
 fn try_read_into(s: &mut TcpStream, got: &mut Vec<u8>, want: usize) -> bool {
@@ -80,126 +43,10 @@ fn try_read_into(s: &mut TcpStream, got: &mut Vec<u8>, want: usize) -> bool {
 fn echo_via_pump(reactor: &mut Reactor, s: &mut TcpStream, msg: &[u8]) {
     s.write_all(msg).expect("small write to a fresh socket");
     let mut got = Vec::new();
-    pump_until(reactor, "the echo comes back", |_| {
+    pump_until(reactor, WAIT, "the echo comes back", |_| {
         try_read_into(s, &mut got, msg.len())
     });
     assert_eq!(got, msg, "the echo is the message, byte for byte");
-}
-
-// ---------------------------------------------------------------------------------------
-// A reactor on a thread of its own.
-
-/// An echo reactor running `run()` on a background thread; stopped and joined on drop.
-struct BgReactor {
-    addr: SocketAddr,
-    handle: Handle,
-    done: mpsc::Receiver<Stats>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl BgReactor {
-    fn start(cfg: Config) -> BgReactor {
-        BgReactor::start_with(cfg, |r| r.listen(localhost(), || Echo).expect("listen"))
-    }
-
-    /// Starts a reactor; `setup` (run on the reactor's thread) adds its listener.
-    fn start_with(
-        cfg: Config,
-        setup: impl FnOnce(&mut Reactor) -> SocketAddr + Send + 'static,
-    ) -> BgReactor {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (done_tx, done) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("test-reactor".into())
-            .spawn(move || {
-                // Built on its own thread: the reactor is not Send.
-                let mut reactor = Reactor::with_config(cfg).expect("reactor");
-                let addr = setup(&mut reactor);
-                ready_tx.send((addr, reactor.handle())).unwrap();
-                reactor.run().expect("reactor run");
-                let stats = reactor.stats().clone();
-                drop(reactor);
-                let _ = done_tx.send(stats);
-            })
-            .expect("spawn reactor thread");
-        let (addr, handle) = ready_rx
-            .recv_timeout(WAIT)
-            .expect("the reactor thread starts and listens");
-        BgReactor {
-            addr,
-            handle,
-            done,
-            thread: Some(thread),
-        }
-    }
-
-    /// Runs `f` on the loop's thread and returns its result.
-    fn query<T: Send + 'static>(&self, f: impl FnOnce(&mut Reactor) -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.handle
-            .post(move |r| {
-                let _ = tx.send(f(r));
-            })
-            .expect("the reactor is running");
-        rx.recv_timeout(WAIT)
-            .expect("the loop runs a posted query within the deadline")
-    }
-
-    fn stats(&self) -> Stats {
-        self.query(|r| r.stats().clone())
-    }
-
-    /// Asks the loop to stop and waits for it; returns the final stats.
-    fn stop(mut self) -> Stats {
-        self.handle.shutdown().expect("the reactor is running");
-        let stats = self
-            .done
-            .recv_timeout(WAIT)
-            .expect("run() returns after handle.shutdown()");
-        self.thread.take().unwrap().join().expect("reactor thread");
-        stats
-    }
-}
-
-impl Drop for BgReactor {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            // A graceful shutdown first; asked again, the loop closes everything at once.
-            let _ = self.handle.shutdown();
-            let mut done = self.done.recv_timeout(Duration::from_secs(1)).is_ok();
-            if !done {
-                let _ = self.handle.shutdown();
-                done = self.done.recv_timeout(WAIT).is_ok();
-            }
-            if done {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-/// One round trip of `msg` on a blocking client (timeouts from `connect`).
-fn round_trip(s: &mut TcpStream, msg: &[u8]) {
-    s.write_all(msg).expect("write the message");
-    assert_eq!(read_exact_n(s, msg.len()), msg, "the echo is the message");
-}
-
-/// Asserts that nothing arrives on `s` within `window` (a bounded wait, not a sleep: it
-/// returns early, and fails, if anything does arrive).
-fn assert_silent(s: &mut TcpStream, window: Duration, what: &str) {
-    s.set_read_timeout(Some(window)).unwrap();
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) => {}
-        Ok(0) => panic!("{what}: expected no answer yet, but the server closed the connection"),
-        Ok(n) => panic!("{what}: expected no answer yet, but {n} bytes arrived"),
-        Err(e) => panic!("{what}: expected no answer yet, but read failed: {e}"),
-    }
-    s.set_read_timeout(Some(WAIT)).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -213,13 +60,13 @@ fn stale_token_is_dropped_and_the_reused_slot_is_untouched() {
     // A arrives, is served, and leaves.
     let mut a = TcpStream::connect(addr).unwrap();
     a.set_nonblocking(true).unwrap();
-    pump_until(&mut reactor, "A is accepted", |r| {
+    pump_until(&mut reactor, WAIT, "A is accepted", |r| {
         r.connections().len() == 1
     });
     let old_token = reactor.connections()[0].0;
     echo_via_pump(&mut reactor, &mut a, b"from A");
     drop(a);
-    pump_until(&mut reactor, "A is reaped", |r| r.stats().closed == 1);
+    pump_until(&mut reactor, WAIT, "A is reaped", |r| r.stats().closed == 1);
     assert!(
         reactor.connections().is_empty(),
         "no connection is left once A is reaped"
@@ -228,7 +75,7 @@ fn stale_token_is_dropped_and_the_reused_slot_is_untouched() {
     // B takes A's slot, under a new generation.
     let mut b = TcpStream::connect(addr).unwrap();
     b.set_nonblocking(true).unwrap();
-    pump_until(&mut reactor, "B is accepted", |r| {
+    pump_until(&mut reactor, WAIT, "B is accepted", |r| {
         r.connections().len() == 1
     });
     let only_b = reactor.connections();
@@ -310,13 +157,13 @@ fn flood_does_not_starve_ping_pong() {
         read_budget: 32 * 1024,
         ..test_config()
     };
-    let server = BgReactor::start(cfg);
-    let addr = server.addr;
+    let server = BgReactor::start(cfg, |r| r.listen(localhost(), || Echo));
+    let addr = server.addr();
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let echoed = Arc::new(AtomicU64::new(0));
-    let flood = connect(addr);
+    let flood = connect_within(addr, WAIT);
     let mut flood_rd = flood.try_clone().unwrap();
     let writer = {
         let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
@@ -352,7 +199,7 @@ fn flood_does_not_starve_ping_pong() {
     wait_until(WAIT, "the flood is flowing (1 MiB echoed)", || {
         (echoed.load(Ordering::Relaxed) > 1 << 20).then_some(())
     });
-    let mut chatty = connect(addr);
+    let mut chatty = connect_within(addr, WAIT);
     let echoed_before = echoed.load(Ordering::Relaxed);
     let start = Instant::now();
     for i in 0..ROUNDS {
@@ -410,7 +257,7 @@ fn read_budget_bounds_bytes_per_turn() {
     let mut reactor = Reactor::with_config(cfg).unwrap();
     let addr = reactor.listen(localhost(), || Echo).unwrap();
 
-    let flood = connect(addr);
+    let flood = connect_within(addr, WAIT);
     let mut flood_rd = flood.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         let mut flood = flood;
@@ -492,21 +339,21 @@ fn backpressure_pauses_reading_and_bounds_output() {
 
     // Small kernel buffers on both ends (accepted sockets inherit the listener's), so a
     // few hundred KiB fill them; the host's tcp_rmem may allow tens of MiB otherwise.
-    let server = BgReactor::start_with(cfg, |r| {
+    let server = BgReactor::start(cfg, |r| {
         use socket2::{Domain, Socket, Type};
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         sock.set_recv_buffer_size(32 * 1024).unwrap();
         sock.set_send_buffer_size(32 * 1024).unwrap();
         sock.bind(&localhost().into()).unwrap();
         sock.listen(128).unwrap();
-        r.listen_std(sock.into(), || Echo).expect("listen_std")
+        r.listen_std(sock.into(), || Echo)
     });
     let slow = {
         use socket2::{Domain, Socket, Type};
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         sock.set_recv_buffer_size(32 * 1024).unwrap();
         sock.set_send_buffer_size(32 * 1024).unwrap();
-        sock.connect_timeout(&server.addr.into(), WAIT)
+        sock.connect_timeout(&server.addr().into(), WAIT)
             .expect("connect");
         TcpStream::from(sock)
     };
@@ -541,7 +388,7 @@ fn backpressure_pauses_reading_and_bounds_output() {
     );
 
     let (stats, buffered, conns) =
-        server.query(|r| (r.stats().clone(), r.buffered_output(), r.connections()));
+        server.call(|r| (r.stats().clone(), r.buffered_output(), r.connections()));
     eprintln!("backpressure: stalled after {sent} bytes; buffered {buffered}; {stats:?}");
     assert!(
         stats.read_pauses > 0,
@@ -570,7 +417,7 @@ fn backpressure_pauses_reading_and_bounds_output() {
     );
 
     // Meanwhile another client is served normally.
-    let mut other = connect(server.addr);
+    let mut other = connect_within(server.addr(), WAIT);
     for i in 0..20 {
         round_trip(&mut other, format!("still here {i}").as_bytes());
     }
@@ -586,7 +433,7 @@ fn backpressure_pauses_reading_and_bounds_output() {
         panic!("echo differs from what was sent at byte {i} of {sent}");
     }
     drop(slow);
-    let stats = server.stop();
+    let (stats, _) = server.shutdown_and_join(WAIT);
     assert_eq!(stats.bytes_out as usize, sent + 20 * 13 - 10, "{stats:?}");
 }
 
@@ -649,7 +496,7 @@ fn handle_posts_run_on_the_loop_in_order_and_shutdown_stops_it() {
     }
 
     // A client is open when the loop stops: run() must close it.
-    let mut client = connect(addr);
+    let mut client = connect_within(addr, WAIT);
     round_trip(&mut client, b"before shutdown");
 
     // Posted after every poster finished, so it runs after all their tasks.
@@ -713,11 +560,16 @@ fn handle_posts_run_on_the_loop_in_order_and_shutdown_stops_it() {
 
 #[test]
 fn connection_limit_queues_extra_clients_in_the_backlog() {
-    let server = BgReactor::start(Config {
-        max_connections: 3,
-        ..test_config()
-    });
-    let mut clients: Vec<Option<TcpStream>> = (0..5).map(|_| Some(connect(server.addr))).collect();
+    let server = BgReactor::start(
+        Config {
+            max_connections: 3,
+            ..test_config()
+        },
+        |r| r.listen(localhost(), || Echo),
+    );
+    let mut clients: Vec<Option<TcpStream>> = (0..5)
+        .map(|_| Some(connect_within(server.addr(), WAIT)))
+        .collect();
     // The kernel completes every handshake; the loop accepts in arrival order.
     for (i, c) in clients.iter_mut().enumerate() {
         c.as_mut()

@@ -9,79 +9,22 @@
 //! sleeps pace a client on purpose (a slow reader, a client that speaks every 100 ms),
 //! and the only fixed windows assert that something does *not* happen.
 
-use crate::support::{pattern, wait_until};
+use crate::support::{
+    connect_with_buffers, connect_within, localhost, pattern, pump_for, pump_until, test_config,
+    wait_until, BgReactor, Driver, InProcServer, WAIT,
+};
 use socket2::{Domain, Socket, Type};
-use sockloop::blocking::{BlockingListener, BlockingServer, Factory, Mode};
 use sockloop::net::Endpoint;
 use sockloop::proto::echo::Echo;
 use sockloop::proto::{CloseReason, Out, PeerError, Protocol};
-use sockloop::reactor::{Config, Handle, Phase, Reactor, Stats, Timeouts};
+use sockloop::reactor::{Config, Phase, Reactor, Timeouts};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// How long any one wait may take before the test fails (each test stays under 10 s).
-const WAIT: Duration = Duration::from_secs(5);
-
-/// A config with a small connection limit, so tests do not depend on the fd rlimit.
-fn test_config() -> Config {
-    Config {
-        max_connections: 64,
-        ..Config::default()
-    }
-}
-
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-/// Runs turns of `reactor` until `cond` holds; panics after `within`, naming `what`.
-fn pump_until(
-    reactor: &mut Reactor,
-    within: Duration,
-    what: &str,
-    mut cond: impl FnMut(&mut Reactor) -> bool,
-) {
-    let start = Instant::now();
-    while !cond(reactor) {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} running the loop until: {what} (stats: {:?})",
-            reactor.stats()
-        );
-        reactor
-            .run_once(Some(Duration::from_millis(10)))
-            .expect("run_once");
-    }
-}
-
-/// Runs turns of `reactor` for `window` (to show that something does *not* happen).
-fn pump_for(reactor: &mut Reactor, window: Duration) {
-    let end = Instant::now() + window;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        reactor
-            .run_once(Some(left.min(Duration::from_millis(10))))
-            .expect("run_once");
-    }
-}
-
-/// A blocking client with [`WAIT`] timeouts and `SO_RCVBUF` set before the handshake, so
-/// the window it advertises is small from the start.
-fn small_rcvbuf_client(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-    sock.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
-    sock.connect_timeout(&addr.into(), WAIT)
-        .unwrap_or_else(|e| panic!("expected to connect to {addr}: {e}"));
-    let s: TcpStream = sock.into();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    s
-}
 
 /// A TCP listener on 127.0.0.1 whose `SO_SNDBUF` is fixed at `sndbuf` (accepted sockets
 /// inherit it, and a set size turns off autotuning), for [`Reactor::listen_std`]: a peer
@@ -93,13 +36,6 @@ fn listener_with_sndbuf(sndbuf: usize) -> TcpListener {
     l.bind(&localhost().into()).unwrap();
     l.listen(128).unwrap();
     l.into()
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    s
 }
 
 /// Asserts `got == want` without dumping megabytes: names the first differing offset.
@@ -154,79 +90,6 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// A reactor on a thread of its own.
-
-/// A reactor running `run()` on a background thread. [`Bg::join`] waits for `run()` to
-/// return and reports when it did; dropping it stops the loop at once.
-struct Bg {
-    addr: SocketAddr,
-    handle: Handle,
-    thread: Option<JoinHandle<(Stats, Instant)>>,
-}
-
-impl Bg {
-    /// Starts a reactor; `setup`, run on the reactor's thread, adds its listener.
-    fn start(cfg: Config, setup: impl FnOnce(&mut Reactor) -> SocketAddr + Send + 'static) -> Bg {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("services-reactor".into())
-            .spawn(move || {
-                // Built on its own thread: the reactor is not Send.
-                let mut reactor = Reactor::with_config(cfg).expect("reactor");
-                let addr = setup(&mut reactor);
-                ready_tx.send((addr, reactor.handle())).unwrap();
-                reactor.run().expect("reactor run");
-                let ended = Instant::now();
-                (reactor.stats().clone(), ended)
-            })
-            .expect("spawn reactor thread");
-        let (addr, handle) = ready_rx
-            .recv_timeout(WAIT)
-            .expect("the reactor thread starts and listens");
-        Bg {
-            addr,
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    /// Runs `f` on the loop's thread and returns its result.
-    fn query<T: Send + 'static>(&self, f: impl FnOnce(&mut Reactor) -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.handle
-            .post(move |r| {
-                let _ = tx.send(f(r));
-            })
-            .expect("the reactor is running");
-        rx.recv_timeout(WAIT)
-            .expect("the loop runs a posted query within the deadline")
-    }
-
-    fn stats(&self) -> Stats {
-        self.query(|r| r.stats().clone())
-    }
-
-    /// Waits (at most `within`) for `run()` to return; its final stats and when it
-    /// returned.
-    fn join(mut self, within: Duration) -> (Stats, Instant) {
-        let t = self.thread.take().unwrap();
-        wait_until(within, "the reactor's run() returns", || {
-            t.is_finished().then_some(())
-        });
-        t.join().expect("reactor thread")
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = self.handle.stop_now();
-            let _ = t.join();
-        }
     }
 }
 
@@ -543,18 +406,15 @@ fn an_idle_turn_waits_for_its_timeout() {
 fn graceful_shutdown_drains_a_slow_reader_and_refuses_new_connects() {
     const TOTAL: usize = 4 << 20;
     let grace = Duration::from_secs(3);
-    let bg = Bg::start(
+    let bg = BgReactor::start(
         Config {
             shutdown_grace: grace,
             ..test_config()
         },
-        |r| {
-            r.listen_std(listener_with_sndbuf(64 * 1024), || Echo)
-                .expect("listen")
-        },
+        |r| r.listen_std(listener_with_sndbuf(64 * 1024), || Echo),
     );
-    let addr = bg.addr;
-    let mut client = small_rcvbuf_client(addr, 4096);
+    let addr = bg.addr();
+    let mut client = connect_with_buffers(addr, Some(4096), None, WAIT);
     let data = Arc::new(pattern(4, TOTAL));
     let writer = {
         let mut w = client.try_clone().unwrap();
@@ -580,7 +440,7 @@ fn graceful_shutdown_drains_a_slow_reader_and_refuses_new_connects() {
             // the shutdown in the same task, so no read slips in between.
             let (tx, rx) = mpsc::channel();
             let t0 = Instant::now();
-            bg.handle
+            bg.handle()
                 .post(move |r| {
                     let owed = r.stats().bytes_in;
                     r.shutdown();
@@ -637,17 +497,14 @@ fn graceful_shutdown_drains_a_slow_reader_and_refuses_new_connects() {
 #[test]
 fn graceful_shutdown_closes_a_client_that_never_reads_at_the_grace_deadline() {
     let grace = Duration::from_millis(500);
-    let bg = Bg::start(
+    let bg = BgReactor::start(
         Config {
             shutdown_grace: grace,
             ..test_config()
         },
-        |r| {
-            r.listen_std(listener_with_sndbuf(64 * 1024), || Echo)
-                .expect("listen")
-        },
+        |r| r.listen_std(listener_with_sndbuf(64 * 1024), || Echo),
     );
-    let mut client = small_rcvbuf_client(bg.addr, 4096);
+    let mut client = connect_with_buffers(bg.addr(), Some(4096), None, WAIT);
     let writer = {
         let mut w = client.try_clone().unwrap();
         // Writes until the connection fails (the kernel buffers on both sides can absorb
@@ -670,7 +527,7 @@ fn graceful_shutdown_closes_a_client_that_never_reads_at_the_grace_deadline() {
         (bg.stats().read_pauses >= 1).then_some(())
     });
     let t0 = Instant::now();
-    bg.handle.shutdown().unwrap();
+    bg.handle().shutdown().unwrap();
     let (stats, ended) = bg.join(grace + Duration::from_secs(3));
     let took = ended - t0;
     eprintln!("shutdown with a non-reading client: run() returned after {took:?}");
@@ -909,7 +766,7 @@ fn idle_and_write_stall_timeouts_close_only_the_guilty() {
     let limit = Duration::from_millis(300);
     let log: CloseLog = Arc::default();
     let factory_log = Arc::clone(&log);
-    let bg = Bg::start(
+    let bg = BgReactor::start(
         Config {
             timeouts: Timeouts {
                 idle: Some(limit),
@@ -928,14 +785,13 @@ fn idle_and_write_stall_timeouts_close_only_the_guilty() {
                 first: None,
                 log: Arc::clone(&factory_log),
             })
-            .expect("listen")
         },
     );
-    let addr = bg.addr;
+    let addr = bg.addr();
 
     // A chatty client: a message every 100 ms for a second, never idle for 300 ms.
     let chatty = std::thread::spawn(move || {
-        let mut s = connect(addr);
+        let mut s = connect_within(addr, WAIT);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(1) {
             s.write_all(b"chatty\n").unwrap();
@@ -954,7 +810,7 @@ fn idle_and_write_stall_timeouts_close_only_the_guilty() {
     // A staller: sends 1 MiB (echoed into a 4 KiB receive buffer it never reads), then a
     // byte every 50 ms so the connection is never idle; only its output is stuck.
     let staller = std::thread::spawn(move || {
-        let mut s = small_rcvbuf_client(addr, 4096);
+        let mut s = connect_with_buffers(addr, Some(4096), None, WAIT);
         s.write_all(b"S").unwrap();
         s.write_all(&pattern(0x73, 1 << 20)).unwrap();
         let start = Instant::now();
@@ -972,7 +828,7 @@ fn idle_and_write_stall_timeouts_close_only_the_guilty() {
 
     // A silent client: connected, says nothing.
     let start = Instant::now();
-    let mut silent = connect(addr);
+    let mut silent = connect_within(addr, WAIT);
     let (rest, err) = read_until_end(&mut silent);
     let silent_took = start.elapsed();
     assert!(rest.is_empty());
@@ -1048,7 +904,7 @@ impl Protocol for Ticker {
 
 fn expect_tick(addr: SocketAddr, driver: &str) {
     let start = Instant::now();
-    let mut s = connect(addr);
+    let mut s = connect_within(addr, WAIT);
     let (got, err) = read_until_end(&mut s);
     let took = start.elapsed();
     assert!(
@@ -1064,10 +920,8 @@ fn expect_tick(addr: SocketAddr, driver: &str) {
 
 #[test]
 fn protocol_timer_writes_and_closes_under_the_reactor() {
-    let bg = Bg::start(test_config(), |r| {
-        r.listen(localhost(), Ticker::default).expect("listen")
-    });
-    expect_tick(bg.addr, "reactor");
+    let bg = BgReactor::start(test_config(), |r| r.listen(localhost(), Ticker::default));
+    expect_tick(bg.addr(), "reactor");
     let stats = bg.stats();
     assert_eq!(
         stats.timeouts, 0,
@@ -1077,14 +931,9 @@ fn protocol_timer_writes_and_closes_under_the_reactor() {
 
 #[test]
 fn protocol_timer_writes_and_closes_under_the_threaded_driver() {
-    let listener =
-        BlockingListener::bind(&Endpoint::Inet(localhost())).expect("bind a blocking listener");
-    let factory: Factory = Arc::new(|| Box::new(Ticker::default()));
-    let server = BlockingServer::spawn(listener, Mode::Threaded, factory).expect("spawn");
-    let addr = server.local_addr().inet().expect("a TCP address");
-    expect_tick(addr, "threaded");
+    let server = InProcServer::start(Driver::Threaded, test_config(), Ticker::default);
+    expect_tick(server.addr(), "threaded");
     server.stop();
-    server.join();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1123,7 +972,7 @@ fn reactor_fd_becomes_readable_when_a_client_connects() {
         0,
         "nothing pending yet: the fd is not readable"
     );
-    let mut client = connect(addr);
+    let mut client = connect_within(addr, WAIT);
     let revents = poll_readable(fd, WAIT);
     assert!(
         revents & libc::POLLIN != 0,
@@ -1189,7 +1038,7 @@ fn nested_reactor_finishes_a_read_that_spent_its_budget() {
     })
     .unwrap();
     let addr = reactor.listen(localhost(), || Echo).expect("listen");
-    let mut client = connect(addr);
+    let mut client = connect_within(addr, WAIT);
     let msg = pattern(8, 64 * 1024);
     client.write_all(&msg).unwrap();
     client.set_nonblocking(true).unwrap();

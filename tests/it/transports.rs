@@ -6,72 +6,28 @@
 //! Unix socket paths live in a per-test temporary directory, removed when the test ends.
 //! Every wait is bounded: children are killed and the test fails past a deadline.
 
-use crate::support::{pattern, wait_until, ServerProc, DEADLINE};
+use crate::support::{
+    drain, first_line, pattern, per_driver, pump_for, pump_until, run_sockloop, sockloop_cmd,
+    wait_until, Run, ServerProc, TempDir, DEADLINE, WAIT,
+};
 use sockloop::demos::Driver;
 use sockloop::net::Endpoint;
 use sockloop::proto::echo::DatagramEcho;
 use sockloop::proto::{DatagramProtocol, Transmit};
 use sockloop::reactor::{Config, Reactor};
 use std::cell::RefCell;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, UdpSocket};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long one reply or one step may take.
-const WAIT: Duration = Duration::from_secs(5);
-
 // ---------------------------------------------------------------------------------------
 // Helpers.
-
-/// A fresh directory for one test's socket files, removed (with its contents) on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sockloop-it-{}-{}-{tag}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-
-    /// A path inside the directory (short enough for `sun_path`'s 108 bytes).
-    fn path(&self, name: &str) -> PathBuf {
-        let p = self.0.join(name);
-        assert!(
-            p.as_os_str().len() < 100,
-            "socket path too long for sun_path: {}",
-            p.display()
-        );
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
 
 /// A `sockloop serve` child that announced itself; killed on drop.
 struct Serving {
@@ -85,12 +41,6 @@ struct Serving {
 enum Started {
     Listening(Serving),
     Exited { status: ExitStatus, stderr: String },
-}
-
-fn sockloop_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockloop"));
-    cmd.args(args).env_remove("RUST_LOG");
-    cmd
 }
 
 /// Starts `sockloop serve echo --driver D --transport T --addr A` and waits (bounded) for
@@ -113,21 +63,10 @@ fn serve(driver: Driver, transport: &str, addr: &str) -> Started {
     .spawn()
     .expect("spawn sockloop");
     let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = match rx.recv_timeout(DEADLINE) {
-        Ok(line) => line,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`sockloop serve` neither announced itself nor exited within {DEADLINE:?}");
-        }
-    };
+    let line = first_line(
+        &mut child,
+        "`sockloop serve` neither announced itself nor exited",
+    );
     if line.is_empty() {
         // Standard output closed without a `listening` line: the server is exiting.
         let status = wait_until(DEADLINE, "the failed server exits", || {
@@ -208,39 +147,6 @@ impl Drop for Serving {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Kills a child the test gave up on (a deadline passed, an assertion failed).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `sockloop <args>` with `stdin` fed in; waits (bounded) for its exit.
-fn run_cli(args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
-    let child = sockloop_cmd(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sockloop");
-    let mut child = KillOnDrop(child);
-    let mut input = child.0.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    // On a thread: a child that does not read its input must not block the test.
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let out = drain(child.0.stdout.take().unwrap());
-    let err = drain(child.0.stderr.take().unwrap());
-    let what = format!("`sockloop {}` exits", args.join(" "));
-    let status = wait_until(DEADLINE, &what, || child.0.try_wait().expect("try_wait"));
-    let _ = feeder.join();
-    (status, out.join().unwrap(), err.join().unwrap())
 }
 
 /// A UDP client bound to the loopback of `server`'s family, with a read timeout.
@@ -370,11 +276,11 @@ fn udp_echo_ipv6_threaded() {
 
 fn unixgram_echo(driver: Driver) {
     let dir = TempDir::new("ugram");
-    let path = dir.path("s.sock");
+    let path = dir.socket_path("s.sock");
     let server = serve_ok(driver, "unixgram", path.to_str().unwrap());
     assert_eq!(Path::new(&server.addr), path, "announces the path it bound");
     assert!(is_socket(&path));
-    let client = unixgram_client(&dir.path("c.sock"));
+    let client = unixgram_client(&dir.socket_path("c.sock"));
     let what = format!("{driver} unixgram");
     unixgram_round_trip(&client, &path, b"hello", &what);
     // An unnamed sender cannot be answered; the server carries on regardless.
@@ -385,19 +291,11 @@ fn unixgram_echo(driver: Driver) {
     wait_gone(&path, &what);
 }
 
-#[test]
-fn unixgram_echo_reactor() {
-    unixgram_echo(Driver::Reactor)
-}
-
-#[test]
-fn unixgram_echo_threaded() {
-    unixgram_echo(Driver::Threaded)
-}
+per_driver!(unixgram_echo: unixgram_echo_reactor, unixgram_echo_threaded);
 
 fn unix_stream(driver: Driver) {
     let dir = TempDir::new("ustream");
-    let path = dir.path("s.sock");
+    let path = dir.socket_path("s.sock");
     let server = serve_ok(driver, "unix", path.to_str().unwrap());
     assert_eq!(Path::new(&server.addr), path);
     let what = format!("{driver} unix stream");
@@ -407,24 +305,19 @@ fn unix_stream(driver: Driver) {
     wait_gone(&path, &what);
 }
 
-#[test]
-fn unix_stream_echo_reactor() {
-    unix_stream(Driver::Reactor)
-}
-
-#[test]
-fn unix_stream_echo_threaded() {
-    unix_stream(Driver::Threaded)
-}
-
-#[test]
-fn unix_stream_echo_iterative() {
-    unix_stream(Driver::Iterative)
-}
+per_driver!(
+    unix_stream: unix_stream_echo_reactor,
+    unix_stream_echo_threaded,
+    unix_stream_echo_iterative
+);
 
 fn cli_client(transport: &str, addr: &str, what: &str) {
     let input = "hello\n\nworld\n";
-    let (status, stdout, stderr) = run_cli(
+    let Run {
+        status,
+        stdout,
+        stderr,
+    } = run_sockloop(
         &["client", "echo", "--transport", transport, "--addr", addr],
         input.as_bytes(),
     );
@@ -449,10 +342,10 @@ fn cli_client_over_udp_v4_and_v6() {
 #[test]
 fn cli_client_over_unix_transports() {
     let dir = TempDir::new("cli");
-    let gram = dir.path("g.sock");
+    let gram = dir.socket_path("g.sock");
     let server = serve_ok(Driver::Reactor, "unixgram", gram.to_str().unwrap());
     cli_client("unixgram", &server.addr, "unixgram");
-    let stream = dir.path("s.sock");
+    let stream = dir.socket_path("s.sock");
     let server2 = serve_ok(Driver::Reactor, "unix", stream.to_str().unwrap());
     cli_client("unix", &server2.addr, "unix stream");
     drop((server, server2));
@@ -478,29 +371,6 @@ impl DatagramProtocol for Recorder {
     }
 }
 
-fn pump_until(reactor: &mut Reactor, what: &str, mut cond: impl FnMut(&mut Reactor) -> bool) {
-    let start = Instant::now();
-    while !cond(reactor) {
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} running the loop until: {what} (stats: {:?})",
-            reactor.stats()
-        );
-        reactor
-            .run_once(Some(Duration::from_millis(10)))
-            .expect("run_once");
-    }
-}
-
-fn pump_for(reactor: &mut Reactor, window: Duration) {
-    let end = Instant::now() + window;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        reactor
-            .run_once(Some(left.min(Duration::from_millis(10))))
-            .expect("run_once");
-    }
-}
-
 /// Connects a datagram socket in `reactor` to `server`, sends `msg` and waits for the
 /// echo to reach the connected socket's protocol.
 fn connected_round_trip(reactor: &mut Reactor, local: Option<&Endpoint>, server: &Endpoint) {
@@ -518,9 +388,12 @@ fn connected_round_trip(reactor: &mut Reactor, local: Option<&Endpoint>, server:
     reactor
         .send_datagram(token, &elsewhere, b"hello")
         .expect("send_datagram");
-    pump_until(reactor, &format!("the echo from {server} arrives"), |_| {
-        !got.borrow().is_empty()
-    });
+    pump_until(
+        reactor,
+        WAIT,
+        &format!("the echo from {server} arrives"),
+        |_| !got.borrow().is_empty(),
+    );
     assert_eq!(
         got.borrow()[0],
         (server.clone(), b"hello".to_vec()),
@@ -531,7 +404,7 @@ fn connected_round_trip(reactor: &mut Reactor, local: Option<&Endpoint>, server:
         let stranger = udp_client(local_addr);
         stranger.send_to(b"stranger", local_addr).unwrap();
         reactor.send_datagram(token, server, b"again").unwrap();
-        pump_until(reactor, "the second echo arrives", |_| {
+        pump_until(reactor, WAIT, "the second echo arrives", |_| {
             got.borrow().len() >= 2
         });
         pump_for(reactor, Duration::from_millis(20));
@@ -566,12 +439,12 @@ fn connected_unix_datagram_socket_with_its_own_path() {
     let dir = TempDir::new("connected");
     let mut reactor = Reactor::with_config(Config::default()).unwrap();
     let (_, server) = reactor
-        .bind_datagram(&Endpoint::Unix(dir.path("s.sock")), DatagramEcho)
+        .bind_datagram(&Endpoint::Unix(dir.socket_path("s.sock")), DatagramEcho)
         .expect("bind");
-    let local = Endpoint::Unix(dir.path("c.sock"));
+    let local = Endpoint::Unix(dir.socket_path("c.sock"));
     connected_round_trip(&mut reactor, Some(&local), &server);
     assert!(
-        !dir.path("c.sock").exists(),
+        !dir.socket_path("c.sock").exists(),
         "closing the connected socket removes the file it bound"
     );
 }
@@ -583,11 +456,11 @@ fn connected_unix_datagram_socket_with_its_own_path() {
 fn oversized_unix_datagram_is_dropped_and_counted() {
     let dir = TempDir::new("trunc");
     let mut reactor = Reactor::with_config(Config::default()).unwrap();
-    let server_path = dir.path("s.sock");
+    let server_path = dir.socket_path("s.sock");
     reactor
         .bind_datagram(&Endpoint::Unix(server_path.clone()), DatagramEcho)
         .expect("bind");
-    let client = unixgram_client(&dir.path("c.sock"));
+    let client = unixgram_client(&dir.socket_path("c.sock"));
     // A datagram must fit in the sender's send buffer.
     socket2::SockRef::from(&client)
         .set_send_buffer_size(512 * 1024)
@@ -599,9 +472,12 @@ fn oversized_unix_datagram_is_dropped_and_counted() {
             .expect("send 70,000 bytes"),
         big.len()
     );
-    pump_until(&mut reactor, "the oversized datagram is counted", |r| {
-        r.stats().datagrams_truncated == 1
-    });
+    pump_until(
+        &mut reactor,
+        WAIT,
+        "the oversized datagram is counted",
+        |r| r.stats().datagrams_truncated == 1,
+    );
     let stats = reactor.stats().clone();
     assert_eq!(
         (stats.datagrams_in, stats.datagrams_out),
@@ -616,7 +492,7 @@ fn oversized_unix_datagram_is_dropped_and_counted() {
     }
     // The socket still serves normal datagrams.
     client.send_to(b"small", &server_path).unwrap();
-    pump_until(&mut reactor, "the small datagram is answered", |r| {
+    pump_until(&mut reactor, WAIT, "the small datagram is answered", |r| {
         r.stats().datagrams_out == 1
     });
     client.set_nonblocking(false).unwrap();
@@ -639,7 +515,7 @@ fn stale_socket_file_is_replaced_and_removed_at_exit() {
     for driver in [Driver::Reactor, Driver::Threaded] {
         for transport in ["unix", "unixgram"] {
             let what = format!("{driver} {transport}");
-            let path = dir.path(&format!("{driver}-{transport}.sock"));
+            let path = dir.socket_path(&format!("{driver}-{transport}.sock"));
             // A listener that died without removing its file (std never removes it).
             if transport == "unix" {
                 drop(UnixListener::bind(&path).unwrap());
@@ -654,10 +530,10 @@ fn stale_socket_file_is_replaced_and_removed_at_exit() {
             if transport == "unix" {
                 unix_stream_echo(&path, 100, &what);
             } else {
-                let client = unixgram_client(&dir.path("c.sock"));
+                let client = unixgram_client(&dir.socket_path("c.sock"));
                 unixgram_round_trip(&client, &path, b"fresh", &what);
                 drop(client);
-                std::fs::remove_file(dir.path("c.sock")).unwrap();
+                std::fs::remove_file(dir.socket_path("c.sock")).unwrap();
             }
             server.interrupt_ok(&what);
             wait_gone(&path, &what);
@@ -669,7 +545,7 @@ fn stale_socket_file_is_replaced_and_removed_at_exit() {
 fn a_path_a_live_server_uses_is_refused_with_addr_in_use() {
     let dir = TempDir::new("inuse");
     for transport in ["unix", "unixgram"] {
-        let path = dir.path(&format!("{transport}.sock"));
+        let path = dir.socket_path(&format!("{transport}.sock"));
         let live = serve_ok(Driver::Reactor, transport, path.to_str().unwrap());
         for driver in [Driver::Reactor, Driver::Threaded] {
             let what = format!("{driver} {transport}");
@@ -686,10 +562,10 @@ fn a_path_a_live_server_uses_is_refused_with_addr_in_use() {
             if transport == "unix" {
                 unix_stream_echo(&path, 100, &what);
             } else {
-                let client = unixgram_client(&dir.path("c.sock"));
+                let client = unixgram_client(&dir.socket_path("c.sock"));
                 unixgram_round_trip(&client, &path, b"still here", &what);
                 drop(client);
-                std::fs::remove_file(dir.path("c.sock")).unwrap();
+                std::fs::remove_file(dir.socket_path("c.sock")).unwrap();
             }
         }
         live.interrupt_ok(transport);
@@ -700,7 +576,7 @@ fn a_path_a_live_server_uses_is_refused_with_addr_in_use() {
 #[test]
 fn a_regular_file_at_the_path_is_refused_and_untouched() {
     let dir = TempDir::new("regular");
-    let path = dir.path("precious.txt");
+    let path = dir.socket_path("precious.txt");
     let content = b"not a socket: keep me\n";
     std::fs::write(&path, content).unwrap();
     for driver in [Driver::Reactor, Driver::Threaded] {
@@ -723,8 +599,8 @@ fn a_regular_file_at_the_path_is_refused_and_untouched() {
 #[test]
 fn in_process_reactor_removes_its_socket_files_when_it_stops() {
     let dir = TempDir::new("inproc");
-    let stream = dir.path("s.sock");
-    let gram = dir.path("g.sock");
+    let stream = dir.socket_path("s.sock");
+    let gram = dir.socket_path("g.sock");
     let mut reactor = Reactor::with_config(Config::default()).unwrap();
     let timeouts = reactor.config().timeouts.clone();
     reactor
