@@ -7,8 +7,8 @@ use crate::proto::chat::{Chat, ChatConfig, Room};
 use crate::proto::echo::{DatagramEcho, Echo};
 use crate::proto::file::{DirStore, FileReceiver};
 use crate::proto::http::server::{HttpConfig, HttpServer};
-use crate::proto::DatagramProtocol;
 use crate::proto::{ack::Ack, greet::Greeter, hello::Hello, stamp::Stamp};
+use crate::proto::{DatagramProtocol, Protocol};
 use crate::reactor::{Config, Reactor};
 use std::fmt;
 use std::io;
@@ -351,7 +351,9 @@ pub fn spawn_with(
                             reactor.bind_datagram(&at, demo.datagram())?.1
                         } else {
                             let timeouts = reactor.config().timeouts.clone();
-                            reactor.listen_with(&at, timeouts, move || factory())?
+                            reactor.listen_boxed(&at, timeouts, move || {
+                                factory() as Box<dyn Protocol>
+                            })?
                         };
                         Ok((reactor, bound))
                     });
@@ -449,7 +451,8 @@ pub fn spawn_all(
                         reactor.bind_datagram(&at, demo.datagram())?.1
                     } else {
                         let timeouts = reactor.config().timeouts.clone();
-                        reactor.listen_with(&at, timeouts, move || factory())?
+                        reactor
+                            .listen_boxed(&at, timeouts, move || factory() as Box<dyn Protocol>)?
                     };
                     listening.push(Listening {
                         demo: demo.name(),

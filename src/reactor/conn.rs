@@ -36,7 +36,7 @@ use super::stream::Stream;
 use super::timers::TimerKind;
 use super::token::Tag;
 use super::{Core, Timeouts};
-use crate::buf::{write_nb, OutBuf};
+use crate::buf::{write_nb, InBuf, OutBuf};
 use crate::net::Endpoint;
 use crate::proto::{Action, CloseReason, Mailbox, Out, Protocol};
 use mio::{Interest, Registry};
@@ -44,7 +44,15 @@ use std::fmt;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// No deadline: the sentinel for the millisecond times below.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// A duration in whole milliseconds, rounded up.
+fn ms_of(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(NEVER)
+}
 
 /// Where a connection is in its life. Named after what the socket is doing; the TCP state
 /// each corresponds to is in the `Display` text and in ARCHITECTURE.md.
@@ -112,11 +120,10 @@ impl Ready {
 
 pub(crate) struct Conn {
     stream: Stream,
-    peer: Endpoint,
     proto: Box<dyn Protocol>,
     phase: Phase,
     /// Bytes read but not yet consumed by the protocol (a partial message).
-    input: Vec<u8>,
+    input: InBuf,
     /// Bytes produced by the protocol that the socket has not taken yet.
     out: OutBuf,
     /// A readable edge arrived and we have not yet read to `WouldBlock`. mio is
@@ -138,32 +145,31 @@ pub(crate) struct Conn {
     registered: Interest,
     /// Idle and write-stall timeouts, shared with the listener that accepted us.
     timeouts: Rc<Timeouts>,
+    // Times below are milliseconds since the reactor's epoch (`Core::ms`), rounded up so a
+    // deadline derived from them is never early; `NEVER` means none. Four `Instant`s would
+    // cost 64 bytes a connection, these cost 32.
     /// When a byte last moved either way (for the idle timeout).
-    last_io: Instant,
-    /// When the socket last took output, or output became pending (for the write stall).
-    last_write: Instant,
+    last_io: u64,
     /// The connect deadline while `Connecting`, the linger deadline while `Draining`.
-    phase_deadline: Option<Instant>,
+    phase_deadline: u64,
     /// The earliest deadline for which a timer is armed in the heap.
-    pub armed: Option<Instant>,
+    pub armed: u64,
 }
 
 impl Conn {
     /// A connection in `phase` (`Open` when accepted, `Connecting` when we dialled).
     pub fn new(
         stream: Stream,
-        peer: Endpoint,
         proto: Box<dyn Protocol>,
         phase: Phase,
         timeouts: Rc<Timeouts>,
-        now: Instant,
+        now: u64,
     ) -> Conn {
         Conn {
             stream,
-            peer,
             proto,
             phase,
-            input: Vec::new(),
+            input: InBuf::new(),
             out: OutBuf::new(),
             read_ready: false,
             fin_seen: false,
@@ -174,9 +180,8 @@ impl Conn {
             registered: Conn::interest_for(phase, false),
             timeouts,
             last_io: now,
-            last_write: now,
-            phase_deadline: None,
-            armed: None,
+            phase_deadline: NEVER,
+            armed: NEVER,
         }
     }
 
@@ -184,8 +189,17 @@ impl Conn {
         self.phase
     }
 
-    pub fn peer(&self) -> &Endpoint {
-        &self.peer
+    /// The peer's address, asked of the socket (`getpeername`): not stored, since it is
+    /// needed only for logs and introspection and would cost every connection 32 bytes.
+    /// `None` once the OS no longer knows (after a reset).
+    pub fn peer(&self) -> Option<Endpoint> {
+        self.stream.peer_endpoint()
+    }
+
+    /// The peer for a log line: its address while known, else a placeholder.
+    fn who(&self) -> String {
+        self.peer()
+            .map_or_else(|| "(peer gone)".to_string(), |p| p.to_string())
     }
 
     pub fn stream_mut(&mut self) -> &mut Stream {
@@ -193,8 +207,8 @@ impl Conn {
     }
 
     /// Sets the deadline for the current phase (a connect timeout).
-    pub fn set_phase_deadline(&mut self, at: Option<Instant>) {
-        self.phase_deadline = at;
+    pub fn set_phase_deadline(&mut self, at: Option<Instant>, core: &Core) {
+        self.phase_deadline = at.map_or(NEVER, |t| core.ms(t));
     }
 
     pub fn buffered_output(&self) -> usize {
@@ -216,23 +230,34 @@ impl Conn {
         }
     }
 
+    /// The idle deadline, in reactor milliseconds (`NEVER` if none applies).
+    fn idle_deadline(&self) -> u64 {
+        match self.timeouts.idle {
+            Some(d) if self.phase != Phase::Connecting => self.last_io.saturating_add(ms_of(d)),
+            _ => NEVER,
+        }
+    }
+
+    /// The write-stall deadline, in reactor milliseconds (`NEVER` if none applies).
+    fn stall_deadline(&self) -> u64 {
+        match self.timeouts.write_stall {
+            // The stall clock lives with the backlog: when output started waiting, or the
+            // socket last took some of it.
+            Some(d) if !self.out.is_empty() => self.out.stamp().saturating_add(ms_of(d)),
+            _ => NEVER,
+        }
+    }
+
     /// The earliest time this connection needs attention, if any.
-    pub fn deadline(&self) -> Option<Instant> {
-        let mut at = self.phase_deadline;
-        let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+    pub fn deadline(&self, core: &Core) -> Option<Instant> {
+        let ms = self
+            .phase_deadline
+            .min(self.idle_deadline())
+            .min(self.stall_deadline());
+        let mut at = (ms != NEVER).then(|| core.instant(ms));
         if self.phase == Phase::Open {
             if let Some(t) = self.proto.poll_timeout() {
-                earliest(t);
-            }
-        }
-        if self.phase != Phase::Connecting {
-            if let Some(idle) = self.timeouts.idle {
-                earliest(self.last_io + idle);
-            }
-        }
-        if !self.out.is_empty() {
-            if let Some(stall) = self.timeouts.write_stall {
-                earliest(self.last_write + stall);
+                at = Some(at.map_or(t, |a| a.min(t)));
             }
         }
         at
@@ -241,7 +266,9 @@ impl Conn {
     /// A timer for this connection fired: act on whichever deadline has passed.
     pub fn on_timer(&mut self, tag: Tag, core: &mut Core) {
         let now = core.now;
-        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        // A deadline of `d` ms is due once `d` whole milliseconds have passed.
+        let now_ms = core.ms_floor(now);
+        let due = |ms: u64| ms != NEVER && ms <= now_ms;
         if due(self.phase_deadline) {
             match self.phase {
                 Phase::Connecting => {
@@ -255,15 +282,15 @@ impl Conn {
         if self.phase == Phase::Closed || self.phase == Phase::Connecting {
             return;
         }
-        if due(self.timeouts.idle.map(|d| self.last_io + d)) {
+        if due(self.idle_deadline()) {
             core.stats.timeouts += 1;
             return self.close(tag, core, CloseReason::IdleTimeout);
         }
-        if !self.out.is_empty() && due(self.timeouts.write_stall.map(|d| self.last_write + d)) {
+        if due(self.stall_deadline()) {
             core.stats.timeouts += 1;
             return self.close(tag, core, CloseReason::WriteStall);
         }
-        if self.phase == Phase::Open && due(self.proto.poll_timeout()) {
+        if self.phase == Phase::Open && self.proto.poll_timeout().is_some_and(|t| t <= now) {
             core.scratch.clear();
             let mut out = Out::new(&mut core.scratch, now);
             self.proto.handle_timeout(&mut out);
@@ -278,10 +305,12 @@ impl Conn {
         if self.phase == Phase::Closed {
             return;
         }
-        if let Some(at) = self.deadline() {
-            if self.armed.map_or(true, |armed| at < armed) {
-                core.timers.arm(at, TimerKind::Conn(tag));
-                self.armed = Some(at);
+        if let Some(at) = self.deadline(core) {
+            // Armed on the millisecond grid, rounded up: late by under 1 ms, never early.
+            let at_ms = core.ms(at);
+            if at_ms < self.armed {
+                core.timers.arm(core.instant(at_ms), TimerKind::Conn(tag));
+                self.armed = at_ms;
             }
         }
     }
@@ -291,7 +320,7 @@ impl Conn {
     pub fn send_external(&mut self, bytes: &[u8], tag: Tag, core: &mut Core) -> bool {
         if self.phase == Phase::Connecting {
             // Held until the connect completes, then sent before anything else.
-            self.out.extend(bytes);
+            Self::queue(&mut self.out, bytes, core.now_ms());
             self.after_queue(tag, core);
             return self.phase != Phase::Closed;
         }
@@ -349,9 +378,8 @@ impl Conn {
         let want = self.interest();
         if want != self.registered && self.phase != Phase::Closed {
             log::trace!(
-                "conn {} {}: interest {:?} -> {:?}",
+                "conn {}: interest {:?} -> {:?}",
                 tag.key,
-                self.peer,
                 self.registered,
                 want
             );
@@ -362,7 +390,17 @@ impl Conn {
     }
 
     /// The connection was just accepted: let the protocol speak first.
-    pub fn open(&mut self, tag: Tag, core: &mut Core) {
+    /// `peer` is the address `accept` returned, if known; otherwise it is asked of the
+    /// socket.
+    pub fn open(&mut self, tag: Tag, core: &mut Core, peer: Option<&Endpoint>) {
+        let fetched;
+        let peer = match peer {
+            Some(p) => Some(p),
+            None => {
+                fetched = self.peer();
+                fetched.as_ref()
+            }
+        };
         let Core {
             scratch,
             now,
@@ -376,9 +414,10 @@ impl Conn {
                 tag,
             }))
         };
-        let mut out = Out::new(scratch, *now)
-            .with_mailbox(&make)
-            .with_peer(&self.peer);
+        let mut out = Out::new(scratch, *now).with_mailbox(&make);
+        if let Some(peer) = peer {
+            out = out.with_peer(peer);
+        }
         self.proto.handle_open(&mut out);
         self.wants_writable |= out.wants_writable();
         let action = out.action();
@@ -452,7 +491,7 @@ impl Conn {
             Ok(Some(e)) | Err(e) => Some(e),
             Ok(None) if !self.stream.is_connected() => {
                 // WRITABLE without an error or a peer: not decided yet (spurious wake-up).
-                log::trace!("conn {} {}: connect still in progress", tag.key, self.peer);
+                log::trace!("conn {}: connect still in progress", tag.key);
                 return false;
             }
             Ok(None) => None,
@@ -464,13 +503,13 @@ impl Conn {
         }
         log::debug!(
             "connected to {} as conn {}: SYN, SYN-ACK, ACK done",
-            self.peer,
+            self.who(),
             tag.key
         );
         core.stats.connected += 1;
-        self.phase_deadline = None;
+        self.phase_deadline = NEVER;
         self.set_phase(Phase::Open, tag, core);
-        self.last_io = core.now;
+        self.last_io = core.now_ms();
         // Bytes the application queued while connecting go first. The WRITABLE edge that
         // announced the connect is spent, so write them now rather than wait for another.
         if !self.out.is_empty() {
@@ -479,7 +518,7 @@ impl Conn {
                 return false;
             }
         }
-        self.open(tag, core);
+        self.open(tag, core, None);
         self.phase == Phase::Open
     }
 
@@ -497,25 +536,20 @@ impl Conn {
         while self.read_ready && !self.paused && self.phase != Phase::Closed {
             match self.stream.read(&mut core.read_buf) {
                 Ok(0) => {
-                    log::trace!(
-                        "conn {} {}: read 0 bytes: end of stream",
-                        tag.key,
-                        self.peer
-                    );
+                    log::trace!("conn {}: read 0 bytes: end of stream", tag.key);
                     self.read_ready = false;
                     self.on_eof(tag, core);
                     return;
                 }
                 Ok(n) => {
-                    log::trace!("conn {} {}: read {n} bytes", tag.key, self.peer);
+                    log::trace!("conn {}: read {n} bytes", tag.key);
                     core.stats.bytes_in += n as u64;
-                    self.last_io = core.now;
+                    self.last_io = core.now_ms();
                     match self.phase {
                         Phase::Open | Phase::HalfClosed => self.deliver(n, tag, core),
                         _ => log::trace!(
-                            "conn {} {}: discarding {n} bytes while {}",
+                            "conn {}: discarding {n} bytes while {}",
                             tag.key,
-                            self.peer,
                             self.phase
                         ),
                     }
@@ -523,20 +557,15 @@ impl Conn {
                         // A short read emptied the kernel's receive queue. Anything that
                         // arrives later raises a new edge, so the read that would only
                         // say WouldBlock can be skipped.
-                        log::trace!(
-                            "conn {} {}: short read: receive queue drained",
-                            tag.key,
-                            self.peer
-                        );
+                        log::trace!("conn {}: short read: receive queue drained", tag.key);
                         self.read_ready = false;
                         break;
                     }
                     budget = budget.saturating_sub(n);
                     if budget == 0 && self.read_ready && !self.paused {
                         log::trace!(
-                            "conn {} {}: read budget spent, yielding to others until next turn",
-                            tag.key,
-                            self.peer
+                            "conn {}: read budget spent, yielding to others until next turn",
+                            tag.key
                         );
                         core.stats.budget_yields += 1;
                         self.revisit_queued = true;
@@ -545,7 +574,7 @@ impl Conn {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    log::trace!("conn {} {}: read would block", tag.key, self.peer);
+                    log::trace!("conn {}: read would block", tag.key);
                     self.read_ready = false;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -570,26 +599,22 @@ impl Conn {
             self.proto.handle_input(fresh, &mut out).map(|used| {
                 let used = used.min(n);
                 if used < n {
-                    self.input.extend_from_slice(&fresh[used..]);
+                    self.input.extend(&fresh[used..]);
                 }
             })
         } else {
-            self.input.extend_from_slice(&read_buf[..n]);
-            self.proto.handle_input(&self.input, &mut out).map(|used| {
-                self.input.drain(..used.min(self.input.len()));
-                if self.input.is_empty() {
-                    self.input = Vec::new();
-                }
-            })
+            self.input.extend(&read_buf[..n]);
+            self.proto
+                .handle_input(self.input.as_slice(), &mut out)
+                .map(|used| self.input.consume(used))
         };
         self.wants_writable |= out.wants_writable();
         let mut action = out.action();
         match result {
             Ok(()) if self.input.len() > cfg.max_input => {
                 log::debug!(
-                    "conn {} {}: closing: {} bytes of unconsumed input exceed the limit of {}",
+                    "conn {}: closing: {} bytes of unconsumed input exceed the limit of {}",
                     tag.key,
-                    self.peer,
                     self.input.len(),
                     cfg.max_input
                 );
@@ -597,7 +622,7 @@ impl Conn {
             }
             Ok(()) => {}
             Err(e) => {
-                log::debug!("conn {} {}: closing: {e}", tag.key, self.peer);
+                log::debug!("conn {}: closing: {e}", tag.key);
                 if action == Action::Continue {
                     action = Action::CloseAfterFlush;
                 }
@@ -611,16 +636,16 @@ impl Conn {
             Phase::Open => {
                 core.scratch.clear();
                 let mut out = Out::new(&mut core.scratch, core.now);
-                let result = self.proto.handle_eof(&self.input, &mut out);
+                let result = self.proto.handle_eof(self.input.as_slice(), &mut out);
                 self.wants_writable |= out.wants_writable();
                 let mut action = out.action();
                 if let Err(e) = result {
-                    log::debug!("conn {} {}: {e}", tag.key, self.peer);
+                    log::debug!("conn {}: {e}", tag.key);
                     if action == Action::Continue {
                         action = Action::CloseAfterFlush;
                     }
                 }
-                self.input = Vec::new();
+                self.input.clear();
                 self.set_phase(Phase::PeerClosed, tag, core);
                 self.send_scratch(tag, core, action);
             }
@@ -633,8 +658,8 @@ impl Conn {
             Phase::HalfClosed => {
                 core.scratch.clear();
                 let mut out = Out::new(&mut core.scratch, core.now);
-                if let Err(e) = self.proto.handle_eof(&self.input, &mut out) {
-                    log::debug!("conn {} {}: {e}", tag.key, self.peer);
+                if let Err(e) = self.proto.handle_eof(self.input.as_slice(), &mut out) {
+                    log::debug!("conn {}: {e}", tag.key);
                 }
                 self.close(tag, core, CloseReason::PeerClosed);
             }
@@ -650,9 +675,8 @@ impl Conn {
         if self.phase == Phase::HalfClosed && !core.scratch.is_empty() {
             // Our FIN is sent: nothing more can go out.
             log::debug!(
-                "conn {} {}: dropping {} bytes of output produced after our FIN",
+                "conn {}: dropping {} bytes of output produced after our FIN",
                 tag.key,
-                self.peer,
                 core.scratch.len()
             );
             core.scratch.clear();
@@ -666,19 +690,18 @@ impl Conn {
                         self.trace_write(tag, w, core.scratch.len());
                         core.stats.bytes_out += w as u64;
                         if w > 0 {
-                            self.last_io = core.now;
+                            self.last_io = core.now_ms();
                         }
                         if w < core.scratch.len() {
-                            // Output is pending from now on: the write-stall clock starts.
-                            self.last_write = core.now;
-                            self.out.extend(&core.scratch[w..]);
+                            let rest = &core.scratch[w..];
+                            Self::queue(&mut self.out, rest, core.now_ms());
                         }
                     }
                     Err(e) => return self.fail(tag, core, "write", &e),
                 }
             } else {
                 // Earlier bytes are still queued; these must go after them.
-                self.out.extend(&core.scratch);
+                Self::queue(&mut self.out, &core.scratch, core.now_ms());
             }
             self.after_queue(tag, core);
             if self.phase == Phase::Closed {
@@ -691,15 +714,24 @@ impl Conn {
         self.finish_if_flushed(tag, core);
     }
 
+    /// Queues output behind what waits; a backlog that starts now starts the write-stall
+    /// clock. (An associated function, so callers may lend `core.scratch` as `bytes`.)
+    fn queue(out: &mut OutBuf, bytes: &[u8], now_ms: u64) {
+        let started = out.is_empty();
+        out.extend(bytes);
+        if started {
+            out.set_stamp(now_ms);
+        }
+    }
+
     fn trace_write(&self, tag: Tag, written: usize, offered: usize) {
         if written == offered {
-            log::trace!("conn {} {}: wrote {written} bytes", tag.key, self.peer);
+            log::trace!("conn {}: wrote {written} bytes", tag.key);
         } else {
             log::trace!(
-                "conn {} {}: wrote {written} of {offered} bytes, then write would block \
+                "conn {}: wrote {written} of {offered} bytes, then write would block \
                  (partial write): {} bytes wait for WRITABLE",
                 tag.key,
-                self.peer,
                 offered - written
             );
         }
@@ -711,17 +743,15 @@ impl Conn {
         core.stats.peak_output_buffered = core.stats.peak_output_buffered.max(queued);
         if queued > core.cfg.output_limit {
             log::debug!(
-                "conn {} {}: {queued} bytes of output queued, over the limit of {}",
+                "conn {}: {queued} bytes of output queued, over the limit of {}",
                 tag.key,
-                self.peer,
                 core.cfg.output_limit
             );
             self.close(tag, core, CloseReason::OutputLimit);
         } else if queued >= core.cfg.high_water && !self.paused {
             log::trace!(
-                "conn {} {}: backpressure: {queued} bytes unsent (high water {}), stop reading",
+                "conn {}: backpressure: {queued} bytes unsent (high water {}), stop reading",
                 tag.key,
-                self.peer,
                 core.cfg.high_water
             );
             core.stats.read_pauses += 1;
@@ -737,17 +767,17 @@ impl Conn {
                 self.trace_write(tag, w, offered);
                 core.stats.bytes_out += w as u64;
                 if w > 0 {
-                    self.last_io = core.now;
-                    self.last_write = core.now;
+                    self.last_io = core.now_ms();
+                    // The peer took some: the write-stall clock starts again.
+                    self.out.set_stamp(core.now_ms());
                 }
             }
             Err(e) => return self.fail(tag, core, "write", &e),
         }
         if self.paused && self.out.len() <= core.cfg.low_water {
             log::trace!(
-                "conn {} {}: backpressure released: {} bytes unsent (low water {}), resume reading",
+                "conn {}: backpressure released: {} bytes unsent (low water {}), resume reading",
                 tag.key,
-                self.peer,
                 self.out.len(),
                 core.cfg.low_water
             );
@@ -767,20 +797,16 @@ impl Conn {
                 if let Err(e) = self.stream.shutdown(Shutdown::Write) {
                     return self.fail(tag, core, "shutdown", &e);
                 }
-                log::trace!(
-                    "conn {} {}: shutdown(Write): FIN sent, still reading",
-                    tag.key,
-                    self.peer
-                );
+                log::trace!("conn {}: shutdown(Write): FIN sent, still reading", tag.key);
                 self.set_phase(Phase::HalfClosed, tag, core);
             }
             Phase::Closing => {
                 if let Err(e) = self.stream.shutdown(Shutdown::Write) {
                     return self.fail(tag, core, "shutdown", &e);
                 }
-                log::trace!("conn {} {}: shutdown(Write): FIN sent", tag.key, self.peer);
+                log::trace!("conn {}: shutdown(Write): FIN sent", tag.key);
                 self.set_phase(Phase::Draining, tag, core);
-                self.phase_deadline = Some(core.now + core.cfg.linger);
+                self.phase_deadline = core.ms(core.now + core.cfg.linger);
                 // The peer's FIN may already be waiting in the receive queue.
                 self.read_ready = true;
                 self.read(tag, core);
@@ -791,7 +817,7 @@ impl Conn {
 
     /// An I/O error on this connection: close it, and only it.
     fn fail(&mut self, tag: Tag, core: &mut Core, op: &str, e: &io::Error) {
-        log::trace!("conn {} {}: {op} failed: {e}", tag.key, self.peer);
+        log::trace!("conn {}: {op} failed: {e}", tag.key);
         core.stats.io_errors += 1;
         self.close(tag, core, CloseReason::Io(e.kind()));
     }
@@ -802,9 +828,11 @@ impl Conn {
         if self.phase == Phase::Closed {
             return;
         }
-        log::debug!("close {} (conn {}): {reason}", self.peer, tag.key);
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!("close {} (conn {}): {reason}", self.who(), tag.key);
+        }
         self.out.clear();
-        self.input = Vec::new();
+        self.input.clear();
         self.set_phase(Phase::Closed, tag, core);
         self.proto.handle_close(&reason);
     }
@@ -813,13 +841,7 @@ impl Conn {
         if next == self.phase {
             return;
         }
-        log::trace!(
-            "conn {} {}: state {} => {}",
-            tag.key,
-            self.peer,
-            self.phase,
-            next
-        );
+        log::trace!("conn {}: state {} => {}", tag.key, self.phase, next);
         debug_assert!(next != Phase::Closed || core.reap.last() != Some(&tag));
         self.phase = next;
         if next == Phase::Closed {

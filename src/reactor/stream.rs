@@ -31,6 +31,14 @@ impl Stream {
         }
     }
 
+    /// The peer's address (`getpeername`), if connected.
+    pub fn peer_endpoint(&self) -> Option<Endpoint> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().ok().map(Endpoint::Inet),
+            Stream::Unix(s) => s.peer_addr().ok().map(|a| Endpoint::from_unix(&a)),
+        }
+    }
+
     /// Returns true if and only if the socket is connected (it has a peer address).
     pub fn is_connected(&self) -> bool {
         match self {
