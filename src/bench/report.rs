@@ -144,12 +144,25 @@ pub fn scenarios(report: &BenchReport) -> Vec<Scenario> {
     v
 }
 
+/// A ratio with two significant digits, so a tiny one does not print as `0.00`.
+fn ratio(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() || v >= 0.1 {
+        format!("{v:.2}")
+    } else {
+        let digits = (-v.log10().floor()) as usize + 1;
+        format!("{v:.digits$}")
+    }
+}
+
 /// The reactor/threaded ratios, one line per scenario where both were measured.
 pub fn write_ratios(report: &BenchReport, out: &mut dyn Write) -> io::Result<()> {
     let mut lines = Vec::new();
     for s in scenarios(report) {
         if let Some(rs) = ratios(report, s).filter(|rs| !rs.is_empty()) {
-            let cells: Vec<String> = rs.iter().map(|(k, v)| format!("{k} x{v:.2}")).collect();
+            let cells: Vec<String> = rs
+                .iter()
+                .map(|(k, v)| format!("{k} x{}", ratio(*v)))
+                .collect();
             lines.push(format!("  {:<18} {}", s.name(), cells.join(", ")));
         }
     }

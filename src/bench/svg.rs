@@ -65,13 +65,27 @@ fn label(v: f64) -> String {
             .trim_end_matches('0')
             .trim_end_matches('.')
             .replace(".M", "M")
-    } else if a >= 1e4 {
-        format!("{:.0}k", v / 1e3)
-    } else if a >= 10.0 || a == 0.0 {
+    } else if a >= 1e3 {
+        format!("{:.1}k", v / 1e3).replace(".0k", "k")
+    } else if a >= 10.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
     }
+}
+
+/// The smallest of 1, 2 or 5 times a power of ten that is at least `raw`: a step for
+/// axis ticks that reads as a round number.
+fn nice_step(raw: f64) -> f64 {
+    if raw <= 0.0 || !raw.is_finite() {
+        return 1.0;
+    }
+    let pow = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * pow)
+        .find(|&step| step >= raw)
+        .unwrap_or(10.0 * pow)
 }
 
 /// A line chart of `data` against connections (log scale).
@@ -110,7 +124,9 @@ pub fn chart(title: &str, y_label: &str, data: &Series) -> String {
     }
     let ymax = pts.iter().fold(0.0f64, |m, p| m.max(p.1));
     let ymin = pts.iter().fold(0.0f64, |m, p| m.min(p.1));
-    let ytop = if ymax > 0.0 { ymax * 1.1 } else { 1.0 };
+    // Round the top up to a whole number of round steps, so every tick is round.
+    let step = nice_step(if ymax > 0.0 { ymax * 1.05 / 5.0 } else { 0.2 });
+    let ytop = (ymax * 1.05 / step).ceil().max(1.0) * step;
     let ybot = if ymin < 0.0 { ymin * 1.1 } else { 0.0 };
     let px = |x: f64| LEFT + (lx(x) - x0) / (x1 - x0) * pw;
     let py = |y: f64| TOP + ph - (y - ybot) / (ytop - ybot) * ph;
@@ -121,8 +137,9 @@ pub fn chart(title: &str, y_label: &str, data: &Series) -> String {
         "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" \
          stroke=\"#333\"/>"
     );
-    for i in 0..=5 {
-        let y = ybot + (ytop - ybot) * i as f64 / 5.0;
+    let ticks = ((ytop - ybot) / step).round() as usize;
+    for i in 0..=ticks {
+        let y = ybot + step * i as f64;
         let _ = writeln!(
             s,
             "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
