@@ -332,7 +332,7 @@ pub fn spawn_with(
         ));
     }
     let factory = demo.stream_factory(opts);
-    let listening = |addr| {
+    let listening = move |addr| {
         vec![Listening {
             demo: demo.name(),
             transport,
@@ -340,45 +340,10 @@ pub fn spawn_with(
         }]
     };
     match driver {
-        Driver::Reactor => {
-            let (tx, rx) = mpsc::channel();
-            let thread = std::thread::Builder::new()
-                .name("reactor".into())
-                .spawn(move || {
-                    // Built on its own thread: protocols need not be Send to live in it.
-                    let bound = Reactor::with_config(cfg).and_then(|mut reactor| {
-                        let bound = if transport.is_datagram() {
-                            reactor.bind_datagram(&at, demo.datagram())?.1
-                        } else {
-                            let timeouts = reactor.config().timeouts.clone();
-                            reactor.listen_boxed(&at, timeouts, move || {
-                                factory() as Box<dyn Protocol>
-                            })?
-                        };
-                        Ok((reactor, bound))
-                    });
-                    match bound {
-                        Ok((mut reactor, bound)) => {
-                            let _ = tx.send(Ok((bound, reactor.handle())));
-                            reactor.run()
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            Ok(())
-                        }
-                    }
-                })?;
-            let (bound, handle) = rx
-                .recv()
-                .map_err(|_| io::Error::other("reactor thread died while starting"))??;
-            Ok(Server {
-                listening: listening(bound),
-                stop: Arc::new(move || {
-                    let _ = handle.shutdown();
-                }),
-                thread: Some(thread),
-            })
-        }
+        Driver::Reactor => spawn_reactor(cfg, move |reactor| {
+            let addr = serve_on(reactor, demo, transport, &at, factory)?;
+            Ok(listening(addr))
+        }),
         Driver::Threaded | Driver::Iterative if transport.is_datagram() => {
             // Datagrams need no per-peer thread: both blocking modes run one recv loop.
             let sock = BlockingDatagram::bind(&at, Duration::from_millis(100))?;
@@ -431,35 +396,57 @@ pub fn spawn_all(
         .iter()
         .map(|&d| (d, d.stream_factory(opts)))
         .collect();
+    spawn_reactor(cfg, move |reactor| {
+        let mut listening = Vec::new();
+        for (i, (demo, factory)) in factories.into_iter().enumerate() {
+            let port = if base_port == 0 {
+                0
+            } else {
+                u16::try_from(usize::from(base_port) + i).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "--base-port is too high")
+                })?
+            };
+            let at = Endpoint::Inet(std::net::SocketAddr::new(host, port));
+            let transport = demo.default_transport();
+            let addr = serve_on(reactor, demo, transport, &at, factory)?;
+            listening.push(Listening {
+                demo: demo.name(),
+                transport,
+                addr,
+            });
+        }
+        Ok(listening)
+    })
+}
+
+/// Binds `demo` on `at` over `transport` in `reactor`; returns the bound address.
+fn serve_on(
+    reactor: &mut Reactor,
+    demo: Demo,
+    transport: Transport,
+    at: &Endpoint,
+    factory: Factory,
+) -> io::Result<Endpoint> {
+    if transport.is_datagram() {
+        Ok(reactor.bind_datagram(at, demo.datagram())?.1)
+    } else {
+        let timeouts = reactor.config().timeouts.clone();
+        reactor.listen_boxed(at, timeouts, move || factory() as Box<dyn Protocol>)
+    }
+}
+
+/// Runs a reactor on a thread of its own, set up there by `setup` (so protocols need not
+/// be `Send`), and returns once it is listening, or with the set-up error.
+fn spawn_reactor<F>(cfg: Config, setup: F) -> io::Result<Server>
+where
+    F: FnOnce(&mut Reactor) -> io::Result<Vec<Listening>> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("reactor".into())
         .spawn(move || {
             let started = Reactor::with_config(cfg).and_then(|mut reactor| {
-                let mut listening = Vec::new();
-                for (i, (demo, factory)) in factories.into_iter().enumerate() {
-                    let port = if base_port == 0 {
-                        0
-                    } else {
-                        u16::try_from(usize::from(base_port) + i).map_err(|_| {
-                            io::Error::new(io::ErrorKind::InvalidInput, "--base-port is too high")
-                        })?
-                    };
-                    let at = Endpoint::Inet(std::net::SocketAddr::new(host, port));
-                    let transport = demo.default_transport();
-                    let addr = if transport.is_datagram() {
-                        reactor.bind_datagram(&at, demo.datagram())?.1
-                    } else {
-                        let timeouts = reactor.config().timeouts.clone();
-                        reactor
-                            .listen_boxed(&at, timeouts, move || factory() as Box<dyn Protocol>)?
-                    };
-                    listening.push(Listening {
-                        demo: demo.name(),
-                        transport,
-                        addr,
-                    });
-                }
+                let listening = setup(&mut reactor)?;
                 Ok((reactor, listening))
             });
             match started {
