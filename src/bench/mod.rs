@@ -2,8 +2,8 @@
 //!
 //! For every scenario × driver the bench
 //!
-//! 1. starts the server as a child process (`sockloop serve echo|http --driver D`, or the
-//!    tokio echo example) and pins all its threads to one CPU;
+//! 1. starts the server as a child process (`sockloop serve echo|http --driver D`, or for
+//!    `tokio` the tokio_echo / hyper_hello example) and pins all its threads to one CPU;
 //! 2. drives it from a thread pinned to another CPU: echo scenarios with the
 //!    [`loadgen`] (sockloop's own reactor, every byte checked, every round trip in an
 //!    HdrHistogram, warm-up excluded), HTTP scenarios with `wrk`;
@@ -39,7 +39,8 @@ pub enum BenchDriver {
     Threaded,
     /// `sockloop serve --driver iterative`.
     Iterative,
-    /// The `tokio_echo` example (a tokio current_thread echo server), echo only.
+    /// The `tokio_echo` example (a tokio current_thread echo server) for echo scenarios,
+    /// the `hyper_hello` example (hyper on tokio current_thread) for HTTP ones.
     Tokio,
 }
 
@@ -97,6 +98,12 @@ pub fn tokio_echo_path(exe: &Path) -> PathBuf {
         .unwrap_or(Path::new("."))
         .join("examples")
         .join("tokio_echo")
+}
+
+/// The path of the hyper HTTP example, beside the tokio echo one
+/// (`<dir of exe>/examples/hyper_hello`).
+pub fn hyper_hello_path(exe: &Path) -> PathBuf {
+    tokio_echo_path(exe).with_file_name("hyper_hello")
 }
 
 /// One measurement to take, under every driver.
@@ -460,6 +467,9 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
     }
     let tokio = tokio_echo_path(&opts.exe);
     let tokio_built = tokio.is_file();
+    let hyper = hyper_hello_path(&opts.exe);
+    let hyper_built = hyper.is_file();
+    let has_http = scenarios.iter().any(|s| matches!(s, Scenario::Http { .. }));
     let mut notes = Vec::new();
     let drivers = if opts.drivers.is_empty() {
         let mut d = vec![
@@ -467,7 +477,7 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
             BenchDriver::Threaded,
             BenchDriver::Iterative,
         ];
-        if tokio_built {
+        if tokio_built || hyper_built {
             d.push(BenchDriver::Tokio);
         }
         d
@@ -478,6 +488,12 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
         notes.push(format!(
             "tokio: {} is not built (cargo build --release --example tokio_echo)",
             tokio.display()
+        ));
+    }
+    if drivers.contains(&BenchDriver::Tokio) && has_http && !hyper_built {
+        notes.push(format!(
+            "tokio: {} is not built (cargo build --release --example hyper_hello)",
+            hyper.display()
         ));
     }
 
@@ -502,7 +518,6 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
             load: None,
         }
     };
-    let has_http = scenarios.iter().any(|s| matches!(s, Scenario::Http { .. }));
     let wrk_ok = has_http && wrk::installed();
     if has_http && !wrk_ok {
         notes.push(format!("http scenarios skipped: {}", wrk::INSTALL_HINT));
@@ -545,16 +560,22 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
                 }
             };
             progress("starting".into());
+            // The tokio driver's binary: hyper for HTTP, the echo example otherwise.
+            let http = matches!(scenario, Scenario::Http { .. });
+            let peer = if http { &hyper } else { &tokio };
             let outcome = if driver == BenchDriver::Iterative && scenario.conns() > 1 {
                 Outcome::Skipped("serves one client at a time".into())
-            } else if driver == BenchDriver::Tokio && matches!(scenario, Scenario::Http { .. }) {
-                Outcome::Skipped("the tokio example serves echo only".into())
-            } else if driver == BenchDriver::Tokio && !tokio_built {
+            } else if driver == BenchDriver::Tokio && http && !hyper_built {
+                Outcome::Skipped(
+                    "hyper_hello example not built (cargo build --release --example hyper_hello)"
+                        .into(),
+                )
+            } else if driver == BenchDriver::Tokio && !http && !tokio_built {
                 Outcome::Skipped("tokio_echo example not built".into())
-            } else if matches!(scenario, Scenario::Http { .. }) && !wrk_ok {
+            } else if http && !wrk_ok {
                 Outcome::Skipped("wrk not installed".into())
             } else {
-                match measure(opts, &tokio, pinning, driver, scenario, &mut progress) {
+                match measure(opts, peer, pinning, driver, scenario, &mut progress) {
                     Ok(m) => Outcome::Measured(m),
                     Err(e) => Outcome::Failed(e.to_string()),
                 }
@@ -604,10 +625,11 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
     Ok(report)
 }
 
-/// Starts the server for `driver`, pinned, and waits for its `listening` line.
+/// Starts the server for `driver` (`peer`: the example the tokio driver runs), pinned, and
+/// waits for its `listening` line.
 fn start_server(
     opts: &BenchOptions,
-    tokio: &Path,
+    peer: &Path,
     pinning: Pinning,
     driver: BenchDriver,
     scenario: Scenario,
@@ -629,7 +651,7 @@ fn start_server(
             ]);
         }
         None => {
-            cmd = Command::new(tokio);
+            cmd = Command::new(peer);
             cmd.args(["--addr", "127.0.0.1:0"]);
         }
     }
@@ -645,13 +667,13 @@ fn start_server(
 /// One driver under one scenario: a fresh server, the load, the readings.
 fn measure(
     opts: &BenchOptions,
-    tokio: &Path,
+    peer: &Path,
     pinning: Pinning,
     driver: BenchDriver,
     scenario: Scenario,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> io::Result<Measurement> {
-    let server = start_server(opts, tokio, pinning, driver, scenario)?;
+    let server = start_server(opts, peer, pinning, driver, scenario)?;
     let pid = server.pid();
     let addr = server.addr;
     let window = opts.window();
@@ -696,7 +718,7 @@ fn measure(
                             threads: peak.threads,
                             errors: r.errors,
                             first_error: (r.errors > 0)
-                                .then(|| format!("wrk: {} socket errors or non-2xx", r.errors)),
+                                .then(|| format!("wrk: {}", r.error_detail.trim_end_matches("; "))),
                         })
                     }
                     Scenario::Echo { size, conns, depth } => run_load(

@@ -19,6 +19,8 @@ pub struct WrkResult {
     pub p99_us: Option<f64>,
     /// Socket errors (connect, read, write, timeout) plus non-2xx/3xx responses.
     pub errors: u64,
+    /// wrk's own lines about those errors, for the report (empty when there were none).
+    pub error_detail: String,
 }
 
 /// How to get wrk where it is missing.
@@ -106,12 +108,16 @@ pub fn parse(text: &str) -> Result<WrkResult, String> {
                 got_count = true;
             }
             ["Socket", "errors:", rest @ ..] => {
+                r.error_detail.push_str(line.trim());
+                r.error_detail.push_str("; ");
                 r.errors += rest
                     .iter()
                     .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
                     .sum::<u64>();
             }
             ["Non-2xx", "or", "3xx", "responses:", n] => {
+                r.error_detail.push_str(line.trim());
+                r.error_detail.push_str("; ");
                 r.errors += n.parse::<u64>().unwrap_or(1);
             }
             _ => {}
