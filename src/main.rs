@@ -25,8 +25,8 @@ enum Command {
     /// Try `RUST_LOG=trace` to watch every readiness event, read and write.
     Serve {
         /// The demo to serve, or `all`: every demo on consecutive ports from --base-port.
-        #[arg(value_enum, default_value_t = ServeWhat::All)]
-        demo: ServeWhat,
+        #[arg(default_value = "all", value_parser = serve_target())]
+        demo: ServeTarget,
         /// How the server waits for I/O (`all` always uses the reactor).
         #[arg(long, value_enum, default_value_t = Driver::Reactor)]
         driver: Driver,
@@ -132,43 +132,23 @@ enum Command {
     },
 }
 
-/// What `serve` serves: one demo, or all of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum ServeWhat {
-    /// Every demo on one reactor thread, on consecutive ports.
-    All,
-    /// Sends every byte (or datagram) back.
-    Echo,
-    /// Answers `server received you message.` (tutorial 000).
-    Ack,
-    /// Answers `[<ctime>] <message>` (tutorial 002).
-    Stamp,
-    /// `Welcome!`, `Hello, <name>!`, `exit` (tutorial 003).
-    Greet,
-    /// UDP `Hello, <name>!` (tutorial 003).
-    Hello,
-    /// HTTP/1.1 `Hello, World` (tutorial 003's web server).
-    Http,
-    /// Server push: lines to every other client, PING when idle (tutorial 000).
-    Chat,
-    /// Receives files sent with `sockloop send` into --dir (tutorial 001).
-    File,
-}
+/// What `serve` serves: one demo, or all of them (`None`).
+type ServeTarget = Option<Demo>;
 
-impl ServeWhat {
-    fn demo(self) -> Option<Demo> {
-        match self {
-            ServeWhat::All => None,
-            ServeWhat::Echo => Some(Demo::Echo),
-            ServeWhat::Ack => Some(Demo::Ack),
-            ServeWhat::Stamp => Some(Demo::Stamp),
-            ServeWhat::Greet => Some(Demo::Greet),
-            ServeWhat::Hello => Some(Demo::Hello),
-            ServeWhat::Http => Some(Demo::Http),
-            ServeWhat::Chat => Some(Demo::Chat),
-            ServeWhat::File => Some(Demo::File),
-        }
-    }
+/// Accepts `all` or any demo's name, and lists them all in `--help` and in errors.
+fn serve_target() -> impl clap::builder::TypedValueParser<Value = ServeTarget> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    use clap::ValueEnum;
+    // Each demo's name and help come from `Demo` itself, so the list cannot drift.
+    let values = std::iter::once(
+        PossibleValue::new("all").help("Every demo on one reactor thread, on consecutive ports"),
+    )
+    .chain(
+        Demo::value_variants()
+            .iter()
+            .filter_map(|d| d.to_possible_value()),
+    );
+    PossibleValuesParser::new(values).map(|name| Demo::ALL.into_iter().find(|d| d.name() == name))
 }
 
 /// Parses the command line; on a mistake prints what was wrong and the usage, exit 2.
@@ -234,7 +214,7 @@ fn main() -> ExitCode {
                 Ok(cfg)
             })
             .and_then(|cfg| {
-                if demo == ServeWhat::File {
+                if demo == Some(Demo::File) {
                     // Serving only files: a bad directory should fail now, not later.
                     std::fs::create_dir_all(&dir).map_err(|e| {
                         io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
@@ -248,7 +228,7 @@ fn main() -> ExitCode {
                         drop_after: seconds(Some(drop_after), "--drop-after")?.unwrap_or_default(),
                     },
                 };
-                let what = match demo.demo() {
+                let what = match demo {
                     None => What::All {
                         host: addr,
                         base_port,
