@@ -1099,14 +1099,11 @@ fn framing(
     for f in fields {
         if f.name.eq_ignore_ascii_case("transfer-encoding") {
             has_te = true;
-            codings.extend(
-                f.value
-                    .split(|&b| b == b',')
-                    .map(trim_ows)
-                    .filter(|t| !t.is_empty()),
-            );
+            codings.extend(super::parse::tokens(f.value));
         } else if f.name.eq_ignore_ascii_case("content-length") {
-            for item in f.value.split(|&b| b == b',').map(trim_ows) {
+            // Stricter than the server's `parse::content_length`: an empty member or an
+            // overflowing number is malformed here, not saturated.
+            for item in f.value.split(|&b| b == b',').map(super::parse::trim_ows) {
                 let n = parse_decimal(item).ok_or_else(|| {
                     format!(
                         "invalid Content-Length {:?}",
@@ -1146,16 +1143,6 @@ fn framing(
         }
         // RFC 9112 §6.3 (4): not chunked last, so only the close ends the body.
         Some(_) => Ok(Framing::UntilClose),
-    }
-}
-
-/// The value without optional whitespace (SP, HTAB) at either end.
-fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|&b| b != b' ' && b != b'\t');
-    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t');
-    match (start, end) {
-        (Some(s), Some(e)) => &v[s..=e],
-        _ => &[],
     }
 }
 

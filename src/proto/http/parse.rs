@@ -186,7 +186,8 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
     found
 }
 
-fn trim_ows(mut s: &[u8]) -> &[u8] {
+/// The value without optional whitespace (SP, HTAB) at either end.
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
