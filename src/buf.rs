@@ -6,9 +6,9 @@
 //! refused stays here, in [`OutBuf`], until the poller says the socket is writable again.
 //!
 //! [`write_nb`] is the one loop in the crate that writes until `WouldBlock`, and
-//! [`OutBuf`] the one place unsent bytes live. The read side needs no buffer type: the
-//! reactor reads into one buffer owned by the loop and keeps per connection only the bytes
-//! its protocol has not consumed yet.
+//! [`OutBuf`] the one place unsent bytes live. The read side needs no buffer type: a driver
+//! reads into one buffer of its own and the connection core ([`crate::session`]) keeps only
+//! the bytes its protocol has not consumed yet.
 
 use std::io::{self, Write};
 
@@ -35,43 +35,38 @@ pub fn write_nb<W: Write>(sink: &mut W, bytes: &[u8]) -> io::Result<usize> {
 /// Bytes accepted from a protocol but not yet taken by the socket.
 ///
 /// Sent bytes are skipped by moving a start offset rather than shifting the buffer on
-/// every partial write; the buffer is released entirely once it drains. An empty
-/// `OutBuf` is one null pointer (8 bytes) and owns no memory: most connections, most of
-/// the time, have nothing waiting, and every byte of per-connection state counts when
-/// there are ten thousand of them.
+/// every partial write; the memory is released entirely once it drains: most
+/// connections, most of the time, have nothing waiting, and the common case is a burst of
+/// output and then a long idle period. (The connection core keeps its `OutBuf` behind one
+/// pointer with its other rarely-used state, so an idle connection pays nothing for it.)
 #[derive(Debug, Default)]
 pub struct OutBuf {
-    pending: Option<Box<Pending>>,
-}
-
-#[derive(Debug)]
-struct Pending {
     bytes: Vec<u8>,
     start: usize,
-    /// The owner's time stamp for this backlog (the reactor's write-stall clock): kept
-    /// here because it means something only while output waits.
-    stamp: u64,
 }
 
 impl OutBuf {
     /// An empty buffer; allocates nothing until bytes are queued.
     pub const fn new() -> OutBuf {
-        OutBuf { pending: None }
+        OutBuf {
+            bytes: Vec::new(),
+            start: 0,
+        }
     }
 
     /// Bytes waiting to be sent.
     pub fn len(&self) -> usize {
-        self.pending.as_ref().map_or(0, |p| p.bytes.len() - p.start)
+        self.bytes.len() - self.start
     }
 
     /// Returns true if and only if nothing is waiting to be sent.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_none()
+        self.len() == 0
     }
 
     /// The unsent bytes, oldest first.
     pub fn as_slice(&self) -> &[u8] {
-        self.pending.as_ref().map_or(&[], |p| &p.bytes[p.start..])
+        &self.bytes[self.start..]
     }
 
     /// Queues `more` behind what is already waiting.
@@ -79,111 +74,38 @@ impl OutBuf {
         if more.is_empty() {
             return;
         }
-        let p = self.pending.get_or_insert_with(|| {
-            Box::new(Pending {
-                bytes: Vec::new(),
-                start: 0,
-                stamp: 0,
-            })
-        });
         // Compact before growing when most of the buffer is already sent, so a slow
         // reader's buffer does not creep upward by its sent prefix.
-        if p.start > 0 && p.start >= p.bytes.len() / 2 {
-            p.bytes.drain(..p.start);
-            p.start = 0;
+        if self.start > 0 && self.start >= self.bytes.len() / 2 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
         }
-        p.bytes.extend_from_slice(more);
+        self.bytes.extend_from_slice(more);
+    }
+
+    /// Forgets the first `n` bytes (the socket took them); frees the memory once nothing
+    /// is left.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.bytes.len());
+        if self.start == self.bytes.len() {
+            *self = OutBuf::new();
+        }
     }
 
     /// Sends what the socket will take now. Returns the number of bytes written; afterwards
     /// the buffer holds exactly what the socket refused.
     pub fn flush_to<W: Write>(&mut self, sink: &mut W) -> io::Result<usize> {
-        let Some(p) = self.pending.as_mut() else {
+        if self.is_empty() {
             return Ok(0);
-        };
-        let n = write_nb(sink, &p.bytes[p.start..])?;
-        p.start += n;
-        if p.start == p.bytes.len() {
-            // Free the memory, not just the contents: the common case is a burst of output
-            // and then a long idle period.
-            self.pending = None;
         }
+        let n = write_nb(sink, self.as_slice())?;
+        self.consume(n);
         Ok(n)
     }
 
     /// Forgets everything queued (a connection being aborted).
     pub fn clear(&mut self) {
-        self.pending = None;
-    }
-
-    /// The stamp set with [`OutBuf::set_stamp`] since bytes started waiting; 0 if none
-    /// was set, and meaningless (0) while empty.
-    pub fn stamp(&self) -> u64 {
-        self.pending.as_ref().map_or(0, |p| p.stamp)
-    }
-
-    /// Records a time stamp of the owner's for the bytes waiting (ignored while empty).
-    pub fn set_stamp(&mut self, stamp: u64) {
-        if let Some(p) = self.pending.as_mut() {
-            p.stamp = stamp;
-        }
-    }
-}
-
-/// Bytes read but not yet consumed by a protocol (an unfinished message). Like
-/// [`OutBuf`], a null pointer when empty, which is nearly always.
-#[derive(Debug, Default)]
-pub struct InBuf {
-    // Boxed on purpose: `None` is 8 bytes where an empty `Vec` is 24, and this sits in
-    // every connection; the extra allocation happens only for a partial message.
-    #[allow(clippy::box_collection)]
-    bytes: Option<Box<Vec<u8>>>,
-}
-
-impl InBuf {
-    /// An empty buffer; allocates nothing until bytes are kept.
-    pub const fn new() -> InBuf {
-        InBuf { bytes: None }
-    }
-
-    /// The kept bytes, oldest first.
-    pub fn as_slice(&self) -> &[u8] {
-        self.bytes.as_deref().map_or(&[], |v| v.as_slice())
-    }
-
-    /// How many bytes are kept.
-    pub fn len(&self) -> usize {
-        self.bytes.as_ref().map_or(0, |v| v.len())
-    }
-
-    /// Returns true if and only if no bytes are kept.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_none()
-    }
-
-    /// Keeps `more` after what is kept already.
-    pub fn extend(&mut self, more: &[u8]) {
-        if !more.is_empty() {
-            self.bytes
-                .get_or_insert_with(Default::default)
-                .extend_from_slice(more);
-        }
-    }
-
-    /// Drops the first `n` bytes (those the protocol consumed); frees the memory when
-    /// nothing is left.
-    pub fn consume(&mut self, n: usize) {
-        if let Some(v) = self.bytes.as_mut() {
-            v.drain(..n.min(v.len()));
-            if v.is_empty() {
-                self.bytes = None;
-            }
-        }
-    }
-
-    /// Forgets everything kept.
-    pub fn clear(&mut self) {
-        self.bytes = None;
+        *self = OutBuf::new();
     }
 }
 
@@ -227,19 +149,7 @@ mod tests {
         assert_eq!(buf.flush_to(&mut sink).unwrap(), 8);
         assert_eq!(sink.got, b"0123456789ab");
         assert!(buf.is_empty());
-        assert!(buf.pending.is_none(), "a drained buffer frees its memory");
-        assert_eq!(
-            std::mem::size_of::<OutBuf>(),
-            8,
-            "an empty buffer is one pointer"
-        );
-
-        let mut input = InBuf::new();
-        input.extend(b"partial");
-        input.consume(3);
-        assert_eq!(input.as_slice(), b"tial");
-        input.consume(4);
-        assert!(input.is_empty() && input.bytes.is_none());
+        assert_eq!(buf.bytes.capacity(), 0, "a drained buffer frees its memory");
     }
 
     #[test]

@@ -81,3 +81,4 @@ pub mod net;
 pub mod procfs;
 pub mod proto;
 pub mod reactor;
+pub mod session;

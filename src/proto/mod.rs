@@ -273,6 +273,34 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
     }
 }
 
+/// A borrowed machine is driven like an owned one (the blocking drivers drive the caller's).
+impl<P: Protocol + ?Sized> Protocol for &mut P {
+    fn handle_open(&mut self, out: &mut Out<'_>) {
+        (**self).handle_open(out)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+    fn handle_timeout(&mut self, out: &mut Out<'_>) {
+        (**self).handle_timeout(out)
+    }
+    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
+        (**self).handle_shutdown(out)
+    }
+    fn handle_writable(&mut self, out: &mut Out<'_>) {
+        (**self).handle_writable(out)
+    }
+    fn handle_close(&mut self, reason: &CloseReason) {
+        (**self).handle_close(reason)
+    }
+    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+        (**self).handle_input(input, out)
+    }
+    fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
+        (**self).handle_eof(rest, out)
+    }
+}
+
 /// How a driver delivers bytes to one of its connections on behalf of a [`Mailbox`].
 pub trait Deliver: Send + Sync {
     /// Queues `bytes` for the connection, after what it has queued already. Returns false

@@ -47,12 +47,14 @@ mod timers;
 pub mod token;
 mod udp;
 
-pub use conn::{Phase, Ready};
+pub use crate::session::Phase;
+pub use conn::Ready;
 pub use handle::{Closed, Handle, Task};
 pub use mio::{Interest, Token};
 
 use crate::net::Endpoint;
 use crate::proto::{CloseReason, DatagramProtocol, Protocol, Transmit};
+use crate::session::{clock, Context, SessionConfig};
 use conn::Conn;
 use handle::{Command, Shared};
 use mio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
@@ -60,7 +62,6 @@ use mio::{Events, Poll};
 use slab::Slab;
 use std::io;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stream::{ListenSocket, Stream};
@@ -149,6 +150,22 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The connection-core settings ([`SessionConfig`]) these tunables give a connection
+    /// with `timeouts` (the reactor's own, or a listener's).
+    pub fn session_config(&self, timeouts: &Timeouts) -> SessionConfig {
+        SessionConfig {
+            max_input: self.max_input,
+            output_limit: self.output_limit,
+            high_water: self.high_water,
+            low_water: self.low_water,
+            linger: self.linger,
+            idle: timeouts.idle,
+            write_stall: timeouts.write_stall,
+        }
+    }
+}
+
 /// Counters an embedder can read at any time (see [`Reactor::stats`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -211,8 +228,11 @@ pub(crate) struct Core {
     timers: Timers,
     /// The one read buffer, lent to whichever connection is being read.
     read_buf: Box<[u8]>,
-    /// The one output sink, lent to whichever protocol is being called.
-    scratch: Vec<u8>,
+    /// The one call context (time, output sink), lent to whichever session is being
+    /// called: a connection that has nothing left to send owns no output memory.
+    cx: Context,
+    /// The limits and timeouts of outgoing connections (listeners have their own).
+    session_cfg: Arc<SessionConfig>,
     /// Connections to read again next turn (their budget ran out).
     revisit: Vec<Tag>,
     /// Slots whose connection reached `Closed` this turn.
@@ -223,32 +243,14 @@ pub(crate) struct Core {
     shared: Arc<Shared>,
     /// The time of this turn, read once after the poll returns.
     now: Instant,
-    /// The origin of the millisecond times connections store (see `Core::ms`).
-    epoch: Instant,
 }
 
 impl Core {
-    /// `t` as milliseconds since the epoch, rounded up (a deadline kept this way is
-    /// never early).
-    fn ms(&self, t: Instant) -> u64 {
-        let nanos = t.saturating_duration_since(self.epoch).as_nanos();
-        u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(conn::NEVER - 1)
-    }
-
-    /// `t` as whole milliseconds since the epoch, rounded down.
-    fn ms_floor(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_millis())
-            .unwrap_or(conn::NEVER - 1)
-    }
-
-    /// This turn's time in milliseconds since the epoch, rounded up.
-    fn now_ms(&self) -> u64 {
-        self.ms(self.now)
-    }
-
-    /// The instant `ms` milliseconds after the epoch.
-    fn instant(&self, ms: u64) -> Instant {
-        self.epoch + Duration::from_millis(ms)
+    /// The call context, set to this turn's time and to the connection `tag` names.
+    fn cx(&mut self, tag: Tag) -> &mut Context {
+        self.cx.now = self.now;
+        self.cx.id = tag.key as u64;
+        &mut self.cx
     }
 }
 
@@ -257,7 +259,8 @@ struct Listener {
     addr: Endpoint,
     factory: Box<dyn FnMut() -> Box<dyn Protocol>>,
     accept: AcceptState,
-    timeouts: Rc<Timeouts>,
+    /// The limits and timeouts of the connections it accepts, shared by all of them.
+    session_cfg: Arc<SessionConfig>,
 }
 
 /// Whether a listener may have connections waiting, and if not, why.
@@ -366,16 +369,16 @@ impl Reactor {
             listeners: Vec::new(),
             core: Core {
                 read_buf: vec![0; cfg.read_buffer.max(1)].into_boxed_slice(),
+                cx: Context::new(Instant::now()),
+                session_cfg: Arc::new(cfg.session_config(&cfg.timeouts)),
                 cfg,
                 stats: Stats::default(),
                 timers: Timers::default(),
-                scratch: Vec::new(),
                 revisit: Vec::new(),
                 reap: Vec::new(),
                 transmits: Vec::new(),
                 shared: Arc::clone(&shared),
                 now: Instant::now(),
-                epoch: Instant::now(),
             },
             shared,
             commands: Vec::new(),
@@ -486,7 +489,7 @@ impl Reactor {
                 addr,
                 factory: Box::new(factory),
                 accept: AcceptState::Idle,
-                timeouts: Rc::new(timeouts),
+                session_cfg: Arc::new(self.core.cfg.session_config(&timeouts)),
             })),
         });
         self.listeners.push(tag);
@@ -513,19 +516,10 @@ impl Reactor {
             Endpoint::Unix(path) => Stream::Unix(mio::net::UnixStream::connect(path)?),
         };
         log::debug!("connecting to {to}: SYN sent, waiting for WRITABLE");
-        let now = Instant::now();
-        let timeouts = Rc::new(self.core.cfg.timeouts.clone());
-        let tag = self.add_conn(
-            stream,
-            to.clone(),
-            Box::new(proto),
-            Phase::Connecting,
-            timeouts,
-        )?;
-        if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
-            conn.set_phase_deadline(timeout.map(|t| now + t), &self.core);
-            conn.arm_deadline(tag, &mut self.core);
-        }
+        let cfg = Arc::clone(&self.core.session_cfg);
+        let conn = Conn::connecting(stream, Box::new(proto), cfg, timeout);
+        let tag = self.add_conn(conn, to)?;
+        self.after_conn_visit(tag);
         Ok(tag.token())
     }
 
@@ -534,6 +528,7 @@ impl Reactor {
     /// Errors with `NotFound` if the connection is gone or no longer sends.
     pub fn send(&mut self, token: mio::Token, bytes: &[u8]) -> io::Result<()> {
         let tag = Tag::from_token(token);
+        self.core.now = Instant::now();
         let sent = match live(&mut self.slots, tag) {
             Some(Entry::Conn(c)) => c.send_external(bytes, tag, &mut self.core),
             _ => false,
@@ -556,6 +551,7 @@ impl Reactor {
     /// there is no such open connection.
     pub fn shutdown_write(&mut self, token: mio::Token) -> bool {
         let tag = Tag::from_token(token);
+        self.core.now = Instant::now();
         let done = match live(&mut self.slots, tag) {
             Some(Entry::Conn(c)) => c.shutdown_write_external(tag, &mut self.core),
             _ => false,
@@ -569,6 +565,7 @@ impl Reactor {
     /// close: our FIN, then the peer's). Returns false if there is no such connection.
     pub fn close(&mut self, token: mio::Token) -> bool {
         let tag = Tag::from_token(token);
+        self.core.now = Instant::now();
         let found = match live(&mut self.slots, tag) {
             Some(Entry::Conn(c)) => {
                 c.close_external(tag, &mut self.core);
@@ -1079,8 +1076,8 @@ impl Reactor {
             match kind {
                 TimerKind::Conn(tag) => {
                     if let Some(Entry::Conn(c)) = live(&mut self.slots, tag) {
-                        if c.armed != conn::NEVER && self.core.instant(c.armed) <= self.core.now {
-                            c.armed = conn::NEVER;
+                        if c.armed != clock::NEVER && clock::instant(c.armed) <= self.core.now {
+                            c.armed = clock::NEVER;
                         }
                         c.on_timer(tag, &mut self.core);
                         self.after_conn_visit(tag);
@@ -1198,7 +1195,7 @@ impl Reactor {
                 log::warn!("conn {}: reregister failed: {e}", tag.key);
                 conn.close(tag, &mut self.core, CloseReason::Io(e.kind()));
             }
-            conn.arm_deadline(tag, &mut self.core);
+            conn.arm_deadline(&mut self.core, tag);
         }
     }
 
@@ -1225,9 +1222,8 @@ impl Reactor {
             }
             match l.sock.accept() {
                 Ok((stream, peer)) => {
-                    let proto = (l.factory)();
-                    let timeouts = Rc::clone(&l.timeouts);
-                    match self.add_conn(stream, peer.clone(), proto, Phase::Open, timeouts) {
+                    let conn = Conn::accepted(stream, (l.factory)(), Arc::clone(&l.session_cfg));
+                    match self.add_conn(conn, &peer) {
                         Ok(tag) => {
                             if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
                                 conn.open(tag, &mut self.core, Some(&peer));
@@ -1282,21 +1278,13 @@ impl Reactor {
     }
 
     /// Registers a connection and gives it a slot; the caller opens it.
-    fn add_conn(
-        &mut self,
-        stream: Stream,
-        peer: Endpoint,
-        proto: Box<dyn Protocol>,
-        phase: Phase,
-        timeouts: Rc<Timeouts>,
-    ) -> io::Result<Tag> {
+    fn add_conn(&mut self, mut conn: Conn, peer: &Endpoint) -> io::Result<Tag> {
         let tag = self.next_tag()?;
-        let mut conn = Conn::new(stream, proto, phase, timeouts, self.core.now_ms());
         let interest = conn.interest();
         self.poll
             .registry()
             .register(conn.stream_mut(), tag.token(), interest)?;
-        if phase == Phase::Open {
+        if conn.phase() == Phase::Open {
             let how = match peer {
                 Endpoint::Inet(_) => ": the kernel completed its three-way handshake",
                 Endpoint::Unix(_) => "",

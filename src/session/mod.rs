@@ -1,0 +1,888 @@
+//! The connection core: what a stream connection *means*, whatever drives it.
+//!
+//! A [`Session`] owns everything about one connection that is the same under every
+//! driver: the protocol machine, the input it has not consumed yet (and the limit on it),
+//! the output the socket has not taken yet (and the limits on that), the lifecycle
+//! [`Phase`] with every transition, the streaming rules, end of stream and half-close in
+//! both directions, graceful shutdown, the close reason, and the connection's one derived
+//! deadline. It owns no socket and reads no clock: a driver feeds it events with the time
+//! passed in and asks it what to do, the shape of quinn-proto's `Connection` and rustls's
+//! `ConnectionCommon`. The reactor ([`crate::reactor`]) and the blocking drivers
+//! ([`crate::blocking`]) both drive it; they differ only in how they wait.
+//!
+//! # The driver's contract
+//!
+//! A driver keeps one [`Context`] (per thread, or per loop: the reactor lends one to all its
+//! connections) and, for each connection, one `Session`:
+//!
+//! 1. Before each call it sets [`Context::now`] (and [`Context::id`], the connection's
+//!    name in log lines).
+//! 2. It tells the session what happened: [`Session::open`] once the connection is
+//!    established, [`Session::feed`] with the bytes a read returned, [`Session::eof`] when a
+//!    read returned 0, [`Session::timeout`] when [`Session::poll_timeout`] has come,
+//!    [`Session::writable`] when [`Session::wants_writable`] says the protocol streams,
+//!    [`Session::shutdown`] for a graceful server shutdown, [`Session::fail`] when the
+//!    socket failed; and, for the application, [`Session::send`], [`Session::close`] and
+//!    [`Session::shutdown_write`].
+//! 3. After every call it transmits: it offers the socket [`Session::poll_transmit`] and
+//!    reports what the socket took with [`Session::sent`] (0 when it would block), until
+//!    nothing is left or the socket refuses. Every call leaves the context's output sink
+//!    empty or owed to this connection's socket, so step 3 must follow step 2 before the
+//!    context is lent to another connection.
+//! 4. When [`Session::poll_fin`] says so it sends its FIN (`shutdown(Write)`) and calls
+//!    [`Session::fin_sent`]; the peer's FIN may already be waiting, so it reads again.
+//! 5. It reads only while [`Session::wants_read`], writes while [`Session::wants_write`],
+//!    and wakes at [`Session::poll_timeout`].
+//! 6. Once [`Session::poll_close`] returns the reason, the connection is over: the protocol
+//!    has been told ([`Protocol::handle_close`]) and the driver closes the socket.
+//!
+//! # Lifecycle
+//!
+//! ```text
+//!   connect() ──▶ Connecting ── open() ──┐                  (refused / timeout: Closed)
+//!            accept()                    ▼
+//!   ───────────────────────────────▶  Open ─── eof() ────▶ PeerClosed ── all sent, ──▶ Closed
+//!          │          │                 │                     ▲        not streaming
+//!          │          │ protocol closes,│ shutdown_write()    │ eof()
+//!          │          │ PeerError,      │ all sent: fin_sent()│
+//!          │          │ InputLimit      ▼                     │
+//!          │          │            HalfClosed ── eof() ───────┼──────────────────▶ Closed
+//!          │          ▼                 │ protocol closes     │
+//!          │       Closing ─────────────┼─────────────────────┘
+//!          │          │ all sent: fin_sent()
+//!          │          ▼                 ▼
+//!          │       Draining ── eof(), or the linger deadline ──────────────────▶ Closed
+//!          │
+//!          └── Abort, I/O error, output over the limit, idle or write-stall timeout,
+//!              from any phase ─────────────────────────────────────────────────▶ Closed
+//! ```
+//!
+//! # The rules, once
+//!
+//! - **The first cause wins.** A close decided for a reason (a [`PeerError`], input over
+//!   the limit) is reported with that reason however the connection then ends (the peer's
+//!   FIN, the linger deadline, a reset). A close the protocol simply asked for ends as
+//!   [`CloseReason::Closed`] when the peer answers our FIN, or
+//!   [`CloseReason::LingerTimeout`] when it does not.
+//! - **Half-close.** After the peer's FIN ([`Phase::PeerClosed`]) the protocol may still
+//!   stream all it wants to (a download after the request); the connection closes once
+//!   the protocol stops asking for [`Session::writable`] and everything is sent. After
+//!   our own FIN ([`Phase::HalfClosed`]) input still reaches the protocol, and output it
+//!   produces is dropped (logged): nothing can follow a FIN.
+//! - **Streaming.** [`Session::wants_writable`] is true while the protocol asked for
+//!   [`Protocol::handle_writable`] and everything queued has been sent. A call that
+//!   produces nothing and asks again means "not now": the session waits for any other
+//!   event before asking again, rather than letting a driver spin.
+//! - **Limits.** Unconsumed input over [`SessionConfig::max_input`] ends the connection
+//!   ([`CloseReason::InputLimit`], after the output so far). Unsent output at
+//!   [`SessionConfig::high_water`] stops reading until it drains to
+//!   [`SessionConfig::low_water`]; over [`SessionConfig::output_limit`] the connection is
+//!   closed ([`CloseReason::OutputLimit`]).
+//! - **One deadline.** [`Session::poll_timeout`] is the earliest of the connect or linger
+//!   deadline, the idle and write-stall timeouts and the protocol's own
+//!   [`Protocol::poll_timeout`].
+//!
+//! [`PeerError`]: crate::proto::PeerError
+
+pub(crate) mod clock;
+#[cfg(test)]
+mod tests;
+
+use crate::buf::OutBuf;
+use crate::net::Endpoint;
+use crate::proto::{Action, CloseReason, Mailbox, Out, Protocol};
+use clock::NEVER;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a connection may hold and for how long: the limits and timeouts every driver
+/// applies the same way. Shared (`Arc`) by all the connections of one listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Most bytes of input a protocol may leave unconsumed (an unfinished message) before
+    /// the connection is closed. Default 1 MiB.
+    pub max_input: usize,
+    /// Most bytes of unsent output kept for one connection; above it the connection is
+    /// closed. Default 1 MiB.
+    pub output_limit: usize,
+    /// Reading stops when unsent output reaches this. Default 512 KiB.
+    pub high_water: usize,
+    /// ... and resumes when it drains to this. Default 128 KiB.
+    pub low_water: usize,
+    /// After our FIN, how long to wait for the peer's before closing anyway. Default 2 s.
+    pub linger: Duration,
+    /// Close a connection when no byte has moved either way for this long. Default: none.
+    pub idle: Option<Duration>,
+    /// Close a connection whose output has been pending, with none of it taken by the
+    /// peer, for this long. Default: none.
+    pub write_stall: Option<Duration>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            max_input: 1024 * 1024,
+            output_limit: 1024 * 1024,
+            high_water: 512 * 1024,
+            low_water: 128 * 1024,
+            linger: Duration::from_secs(2),
+            idle: None,
+            write_stall: None,
+        }
+    }
+}
+
+/// Where a connection is in its life. Named after what the connection is doing; the TCP
+/// state each corresponds to is in the `Display` text and in ARCHITECTURE.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Our SYN is sent (a non-blocking connect returned `EINPROGRESS`); the driver calls
+    /// [`Session::open`] once the connect has succeeded (TCP SYN_SENT).
+    Connecting,
+    /// Both directions open: bytes flow to the protocol and back (TCP ESTABLISHED).
+    Open,
+    /// The peer sent FIN; we still send what we owe (and what the protocol still
+    /// streams), then close (TCP CLOSE_WAIT).
+    PeerClosed,
+    /// We decided to close; we still send what we owe, then send FIN (TCP ESTABLISHED,
+    /// FIN not yet sent). The protocol is not called again.
+    Closing,
+    /// Our FIN is sent; input is discarded until the peer's FIN or the linger deadline, so
+    /// that closing with unread input does not turn into a reset that destroys the reply
+    /// we just sent (TCP FIN_WAIT_1 / FIN_WAIT_2).
+    Draining,
+    /// We sent FIN because the application has nothing more to say (a client at the end
+    /// of its input), and keep reading: the peer's replies still reach the protocol
+    /// (TCP FIN_WAIT_2). Ends at the peer's FIN.
+    HalfClosed,
+    /// Finished: the protocol has been told why; the driver closes the socket.
+    Closed,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Connecting => "Connecting (SYN_SENT)",
+            Phase::Open => "Open (ESTABLISHED)",
+            Phase::PeerClosed => "PeerClosed (CLOSE_WAIT)",
+            Phase::Closing => "Closing (flushing before FIN)",
+            Phase::Draining => "Draining (FIN_WAIT)",
+            Phase::HalfClosed => "HalfClosed (FIN sent, still reading)",
+            Phase::Closed => "Closed",
+        })
+    }
+}
+
+/// What a driver lends a [`Session`] for each call: the time, the connection's name for
+/// log lines, and the sink the protocol's fresh output goes into.
+///
+/// One context serves any number of sessions, one call at a time: the reactor lends one
+/// buffer to every connection, so a connection with nothing left to send owns no output
+/// memory at all. Fresh output stays in the context only until the driver has offered it
+/// to the socket (step 3 of the [contract](self)); what the socket refuses moves into the
+/// session.
+#[derive(Debug)]
+pub struct Context {
+    /// The time of this call. Deadlines are checked against it; it is never read from a
+    /// clock inside the session.
+    pub now: Instant,
+    /// The connection's name in log lines (`conn {id}`): the reactor's slab key, the
+    /// blocking driver's connection number.
+    pub id: u64,
+    /// Output produced during this call, not yet offered to the socket.
+    tx: Vec<u8>,
+}
+
+impl Context {
+    /// A context at time `now`, with an empty sink.
+    pub fn new(now: Instant) -> Context {
+        Context {
+            now,
+            id: 0,
+            tx: Vec::new(),
+        }
+    }
+}
+
+/// What a connection holds only some of the time, boxed so that a connection with none of
+/// it (nearly every connection, nearly always) pays one null pointer for all of it: an
+/// idle connection's whole cost in the reactor is its slab slot.
+#[derive(Debug, Default)]
+struct Spill {
+    /// Bytes read but not yet consumed by the protocol (a partial message).
+    input: Vec<u8>,
+    /// Output the socket has not taken yet, oldest first.
+    out: OutBuf,
+    /// When output started waiting, or the socket last took some of it (the write-stall
+    /// clock), in [`clock`] milliseconds.
+    stall_since: u64,
+    /// Why the connection is closing, once decided; after `Closed`, the reason
+    /// [`Session::poll_close`] hands out.
+    reason: Option<CloseReason>,
+}
+
+impl Spill {
+    fn is_empty(&self) -> bool {
+        self.input.is_empty() && self.out.is_empty() && self.reason.is_none()
+    }
+}
+
+/// One stream connection's meaning, fed events by a driver (see the [module docs](self)).
+pub struct Session<P> {
+    proto: P,
+    cfg: Arc<SessionConfig>,
+    spill: Option<Box<Spill>>,
+    /// When a byte last moved either way (for the idle timeout), in [`clock`] ms.
+    last_io: u64,
+    /// The phase's own deadline: the connect timeout while `Connecting`, the linger
+    /// deadline while `Draining`; [`clock::NEVER`] if none.
+    deadline: u64,
+    phase: Phase,
+    /// The protocol asked for `handle_writable` once everything queued has been sent.
+    streaming: bool,
+    /// The last `handle_writable` produced nothing: wait for another event.
+    stream_idle: bool,
+    /// The application asked to half-close: FIN once everything is sent, keep reading.
+    fin_pending: bool,
+    /// Unsent output reached the high-water mark: reading is suspended.
+    paused: bool,
+}
+
+impl<P: Protocol + fmt::Debug> fmt::Debug for Session<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("proto", &self.proto)
+            .field("phase", &self.phase)
+            .field("buffered_output", &self.buffered_output())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Protocol> Session<P> {
+    /// A session for a connection that is established already (accepted, or a blocking
+    /// connect that returned). Call [`Session::open`] next.
+    pub fn accepted(proto: P, cfg: Arc<SessionConfig>, now: Instant) -> Session<P> {
+        Session::new(proto, cfg, Phase::Open, clock::ceil(now), NEVER)
+    }
+
+    /// A session for an outgoing connect in progress, given up at `now + timeout`
+    /// ([`CloseReason::ConnectTimeout`]). Bytes sent meanwhile wait for the connect; call
+    /// [`Session::open`] once it succeeds, [`Session::fail`] if it fails.
+    pub fn connecting(
+        proto: P,
+        cfg: Arc<SessionConfig>,
+        now: Instant,
+        timeout: Option<Duration>,
+    ) -> Session<P> {
+        let deadline = timeout.map_or(NEVER, |t| clock::ceil(now + t));
+        Session::new(proto, cfg, Phase::Connecting, clock::ceil(now), deadline)
+    }
+
+    fn new(proto: P, cfg: Arc<SessionConfig>, phase: Phase, now: u64, deadline: u64) -> Self {
+        Session {
+            proto,
+            cfg,
+            spill: None,
+            last_io: now,
+            deadline,
+            phase,
+            streaming: false,
+            stream_idle: false,
+            fin_pending: false,
+            paused: false,
+        }
+    }
+
+    /// Where the connection is in its life.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The protocol machine.
+    pub fn protocol(&self) -> &P {
+        &self.proto
+    }
+
+    /// The limits and timeouts this session applies.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// Bytes of output the socket has not taken yet (fresh output still in the context
+    /// not counted).
+    pub fn buffered_output(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.out.len())
+    }
+
+    /// Returns true if and only if reading is suspended because unsent output reached the
+    /// high-water mark (backpressure).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    // ---- what the driver asks ---------------------------------------------------------
+
+    /// The bytes to offer the socket now, oldest first (empty: nothing to send). Report
+    /// what it took with [`Session::sent`].
+    pub fn poll_transmit<'a>(&'a self, cx: &'a Context) -> &'a [u8] {
+        if self.phase == Phase::Connecting {
+            // No socket to write to yet: what was sent waits for the connect.
+            return &[];
+        }
+        match &self.spill {
+            Some(s) if !s.out.is_empty() => s.out.as_slice(),
+            _ => &cx.tx,
+        }
+    }
+
+    /// Returns true if and only if unsent output waits for the socket (the driver wants
+    /// WRITABLE readiness exactly then).
+    pub fn wants_write(&self) -> bool {
+        self.buffered_output() > 0
+    }
+
+    /// Returns true if and only if the driver should read: the peer may still send, and
+    /// output is not over the high-water mark. Input is read (and discarded) while
+    /// `Closing` and `Draining` too, so that the peer's FIN is seen.
+    pub fn wants_read(&self) -> bool {
+        !self.paused
+            && matches!(
+                self.phase,
+                Phase::Open | Phase::HalfClosed | Phase::Closing | Phase::Draining
+            )
+    }
+
+    /// Returns true if and only if the protocol streams and waits for
+    /// [`Session::writable`]: it asked, everything queued has been sent, and its last
+    /// piece was not empty.
+    pub fn wants_writable(&self, cx: &Context) -> bool {
+        self.streaming
+            && !self.stream_idle
+            && matches!(self.phase, Phase::Open | Phase::PeerClosed)
+            && cx.tx.is_empty()
+            && self.buffered_output() == 0
+    }
+
+    /// Returns true if and only if our FIN is due now: everything owed has been sent and
+    /// the connection is closing, or the application asked to half-close. The driver
+    /// sends it (`shutdown(Write)`) and calls [`Session::fin_sent`].
+    pub fn poll_fin(&self, cx: &Context) -> bool {
+        let due = match self.phase {
+            Phase::Closing => true,
+            Phase::Open => self.fin_pending && !self.streaming,
+            _ => false,
+        };
+        due && cx.tx.is_empty() && self.buffered_output() == 0
+    }
+
+    /// When the connection next needs [`Session::timeout`], if ever: the earliest of its
+    /// connect or linger deadline, idle and write-stall timeouts, and the protocol's own.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Closed {
+            return None;
+        }
+        let ms = self
+            .deadline
+            .min(self.idle_deadline())
+            .min(self.stall_deadline());
+        let at = (ms != NEVER).then(|| clock::instant(ms));
+        match (at, self.protocol_live().then(|| self.proto.poll_timeout())) {
+            (Some(a), Some(Some(p))) => Some(a.min(p)),
+            (a, p) => a.or(p.flatten()),
+        }
+    }
+
+    /// The reason the connection ended, once, after it has: the protocol has been told the
+    /// same, and the driver closes the socket. `None` before, and after it was taken.
+    pub fn poll_close(&mut self) -> Option<CloseReason> {
+        if self.phase != Phase::Closed {
+            return None;
+        }
+        let reason = self.spill.as_mut()?.reason.take();
+        self.tidy();
+        reason
+    }
+
+    // ---- what happened ----------------------------------------------------------------
+
+    /// The connection is established: the protocol speaks first (a banner). `peer` is the
+    /// peer's address if known; `mailbox` makes this connection's [`Mailbox`] if the driver
+    /// offers one. From `Connecting`, this is the connect's success: what the application
+    /// sent meanwhile goes out first.
+    pub fn open(
+        &mut self,
+        cx: &mut Context,
+        peer: Option<&Endpoint>,
+        mailbox: Option<&dyn Fn() -> Mailbox>,
+    ) {
+        self.begin(cx);
+        if self.phase == Phase::Connecting {
+            self.deadline = NEVER;
+            self.last_io = clock::ceil(cx.now);
+            self.set_phase(Phase::Open, cx);
+        }
+        if self.phase != Phase::Open {
+            return;
+        }
+        let mut out = Out::new(&mut cx.tx, cx.now);
+        if let Some(make) = mailbox {
+            out = out.with_mailbox(make);
+        }
+        if let Some(peer) = peer {
+            out = out.with_peer(peer);
+        }
+        self.proto.handle_open(&mut out);
+        let (streams, action) = (out.wants_writable(), out.action());
+        self.after_call(cx, streams, action);
+    }
+
+    /// `bytes` arrived (a read returned them).
+    pub fn feed(&mut self, cx: &mut Context, bytes: &[u8]) {
+        self.begin(cx);
+        if bytes.is_empty() {
+            return;
+        }
+        self.last_io = clock::ceil(cx.now);
+        match self.phase {
+            Phase::Open | Phase::HalfClosed => self.deliver(cx, bytes),
+            phase => log::trace!(
+                "conn {}: discarding {} bytes while {phase}",
+                cx.id,
+                bytes.len()
+            ),
+        }
+    }
+
+    /// Hands `bytes`, after any input kept from before, to the protocol.
+    fn deliver(&mut self, cx: &mut Context, bytes: &[u8]) {
+        let mut out = Out::new(&mut cx.tx, cx.now);
+        let held = self.spill.as_ref().is_some_and(|s| !s.input.is_empty());
+        let result = if held {
+            let spill = self.spill.as_mut().expect("held input");
+            spill.input.extend_from_slice(bytes);
+            self.proto
+                .handle_input(&spill.input, &mut out)
+                .map(|used| drop(spill.input.drain(..used.min(spill.input.len()))))
+        } else {
+            // The common case: nothing kept, so the bytes are handed over where they lie
+            // and only an unconsumed rest is copied.
+            self.proto.handle_input(bytes, &mut out).map(|used| {
+                if used < bytes.len() {
+                    let spill = self.spill.get_or_insert_with(Default::default);
+                    spill.input.extend_from_slice(&bytes[used..]);
+                }
+            })
+        };
+        let (streams, mut action) = (out.wants_writable(), out.action());
+        let kept = self.spill.as_ref().map_or(0, |s| s.input.len());
+        match result {
+            Ok(()) if kept > self.cfg.max_input => {
+                log::debug!(
+                    "conn {}: closing: {kept} bytes of unconsumed input exceed the limit of {}",
+                    cx.id,
+                    self.cfg.max_input
+                );
+                self.decide(CloseReason::InputLimit);
+                action = action.max_close();
+                self.drop_input();
+            }
+            Ok(()) => {}
+            Err(e) => {
+                log::debug!("conn {}: closing: {e}", cx.id);
+                self.decide(CloseReason::PeerError(e.reason().to_string()));
+                action = action.max_close();
+                self.drop_input();
+            }
+        }
+        self.after_call(cx, streams, action);
+    }
+
+    /// The peer closed its sending side (a read returned 0).
+    pub fn eof(&mut self, cx: &mut Context) {
+        self.begin(cx);
+        match self.phase {
+            Phase::Open | Phase::HalfClosed => {
+                let was = self.phase;
+                let rest = self.spill.as_mut().map(|s| std::mem::take(&mut s.input));
+                let rest = rest.unwrap_or_default();
+                let mut out = Out::new(&mut cx.tx, cx.now);
+                let result = self.proto.handle_eof(&rest, &mut out);
+                let (streams, action) = (out.wants_writable(), out.action());
+                if let Err(e) = result {
+                    log::debug!("conn {}: {e}", cx.id);
+                    self.decide(CloseReason::PeerError(e.reason().to_string()));
+                }
+                if was == Phase::HalfClosed {
+                    // Both FINs are out: nothing more can move either way.
+                    return self.end(cx, CloseReason::PeerClosed);
+                }
+                self.set_phase(Phase::PeerClosed, cx);
+                self.after_call(cx, streams, action);
+            }
+            Phase::Closing => {
+                // We were about to close anyway; the peer beat us to it.
+                self.set_phase(Phase::PeerClosed, cx);
+                self.settle(cx);
+            }
+            Phase::Draining => self.end(cx, CloseReason::Closed),
+            Phase::Connecting | Phase::PeerClosed | Phase::Closed => {}
+        }
+    }
+
+    /// The time from [`Session::poll_timeout`] has come (`cx.now` is at or past it): act on
+    /// whichever deadline has passed. A call with none due only counts as an event.
+    pub fn timeout(&mut self, cx: &mut Context) {
+        self.begin(cx);
+        // A deadline of `d` ms is due once `d` whole milliseconds have passed.
+        let now = clock::floor(cx.now);
+        let due = |ms: u64| ms != NEVER && ms <= now;
+        if due(self.deadline) {
+            match self.phase {
+                Phase::Connecting => return self.end(cx, CloseReason::ConnectTimeout),
+                Phase::Draining => return self.end(cx, CloseReason::LingerTimeout),
+                _ => {}
+            }
+        }
+        if due(self.idle_deadline()) {
+            return self.end(cx, CloseReason::IdleTimeout);
+        }
+        if due(self.stall_deadline()) {
+            return self.end(cx, CloseReason::WriteStall);
+        }
+        if self.protocol_live() && self.proto.poll_timeout().is_some_and(|t| t <= cx.now) {
+            let mut out = Out::new(&mut cx.tx, cx.now);
+            self.proto.handle_timeout(&mut out);
+            let (streams, action) = (out.wants_writable(), out.action());
+            self.after_call(cx, streams, action);
+        }
+    }
+
+    /// Everything queued has been sent and the protocol streams
+    /// ([`Session::wants_writable`]): ask it for its next piece.
+    pub fn writable(&mut self, cx: &mut Context) {
+        if !self.wants_writable(cx) {
+            return;
+        }
+        self.streaming = false;
+        let mut out = Out::new(&mut cx.tx, cx.now);
+        self.proto.handle_writable(&mut out);
+        let (streams, action) = (out.wants_writable(), out.action());
+        // Asked for more but had nothing to give: wait for another event, not spin.
+        self.stream_idle = streams && out.is_empty();
+        self.after_call(cx, streams, action);
+    }
+
+    /// The server is shutting down gracefully: the protocol may finish (by default it
+    /// closes once its output is sent); a pending connect is given up.
+    pub fn shutdown(&mut self, cx: &mut Context) {
+        self.begin(cx);
+        match self.phase {
+            Phase::Open | Phase::HalfClosed => {
+                let mut out = Out::new(&mut cx.tx, cx.now);
+                self.proto.handle_shutdown(&mut out);
+                let (streams, action) = (out.wants_writable(), out.action());
+                self.after_call(cx, streams, action);
+            }
+            Phase::Connecting => self.end(cx, CloseReason::Shutdown),
+            _ => {}
+        }
+    }
+
+    /// The socket failed, or the driver ends the connection for a reason of its own (a
+    /// refused connect, the end of a shutdown's grace period): close now, dropping what is
+    /// unsent. A reason decided earlier (a peer error) stands.
+    pub fn fail(&mut self, cx: &mut Context, reason: CloseReason) {
+        self.end(cx, reason);
+    }
+
+    /// What the socket took of [`Session::poll_transmit`]: `n` bytes (0 when it would
+    /// block). The rest is kept, in order, and offered again.
+    pub fn sent(&mut self, cx: &mut Context, n: usize) {
+        if self.phase == Phase::Closed {
+            cx.tx.clear();
+            return;
+        }
+        let now = clock::ceil(cx.now);
+        if n > 0 {
+            self.last_io = now;
+        }
+        if cx.tx.is_empty() {
+            if let Some(s) = self.spill.as_mut() {
+                s.out.consume(n);
+                if n > 0 {
+                    // The peer took some: the write-stall clock starts again.
+                    s.stall_since = now;
+                }
+            }
+        } else {
+            let fresh = std::mem::take(&mut cx.tx);
+            self.queue(cx, &fresh[n.min(fresh.len())..]);
+            cx.tx = fresh;
+            cx.tx.clear();
+            if self.phase == Phase::Closed {
+                return;
+            }
+        }
+        if self.paused && self.buffered_output() <= self.cfg.low_water {
+            log::trace!(
+                "conn {}: backpressure released: {} bytes unsent (low water {}), resume reading",
+                cx.id,
+                self.buffered_output(),
+                self.cfg.low_water
+            );
+            self.paused = false;
+        }
+        self.tidy();
+        self.settle(cx);
+    }
+
+    /// Our FIN has been sent, as [`Session::poll_fin`] asked.
+    pub fn fin_sent(&mut self, cx: &mut Context) {
+        match self.phase {
+            Phase::Closing => self.drain(cx),
+            Phase::Open if self.fin_pending => self.set_phase(Phase::HalfClosed, cx),
+            _ => {}
+        }
+    }
+
+    /// Queues `bytes` from outside the protocol (the application, or a [`Mailbox`]
+    /// delivery), behind the output queued so far. While connecting they wait for the
+    /// connect. Returns false if the connection no longer sends.
+    pub fn send(&mut self, cx: &mut Context, bytes: &[u8]) -> bool {
+        self.begin(cx);
+        if !matches!(
+            self.phase,
+            Phase::Connecting | Phase::Open | Phase::PeerClosed | Phase::Closing
+        ) {
+            return false;
+        }
+        cx.tx.extend_from_slice(bytes);
+        self.stage(cx);
+        self.phase != Phase::Closed
+    }
+
+    /// Closes once everything queued is sent, as if the protocol had asked; a pending
+    /// connect is abandoned ([`CloseReason::Aborted`]).
+    pub fn close(&mut self, cx: &mut Context) {
+        self.begin(cx);
+        match self.phase {
+            Phase::Connecting => self.end(cx, CloseReason::Aborted),
+            Phase::Open | Phase::HalfClosed | Phase::PeerClosed => {
+                self.after_call(cx, false, Action::CloseAfterFlush)
+            }
+            _ => {}
+        }
+    }
+
+    /// Half-closes at the application's request: our FIN goes out once everything queued
+    /// is sent, and input keeps reaching the protocol until the peer's FIN. Returns false
+    /// unless the connection is `Open`.
+    pub fn shutdown_write(&mut self, cx: &mut Context) -> bool {
+        self.begin(cx);
+        if self.phase != Phase::Open {
+            return false;
+        }
+        self.fin_pending = true;
+        true
+    }
+
+    // ---- the machinery ----------------------------------------------------------------
+
+    /// Every event starts here: it may be what a waiting stream was waiting for.
+    fn begin(&mut self, cx: &Context) {
+        debug_assert!(
+            cx.tx.is_empty(),
+            "conn {}: fresh output left in the context: the driver must transmit after every call",
+            cx.id
+        );
+        self.stream_idle = false;
+    }
+
+    /// After a protocol call: note whether it streams, obey its action, place its output.
+    fn after_call(&mut self, cx: &mut Context, streams: bool, action: Action) {
+        self.streaming |= streams;
+        match action {
+            Action::Continue => {}
+            Action::Abort => return self.end(cx, CloseReason::Aborted),
+            Action::CloseAfterFlush => {
+                self.streaming = false;
+                match self.phase {
+                    Phase::Open => self.set_phase(Phase::Closing, cx),
+                    // Our FIN is out already: wait for the peer's.
+                    Phase::HalfClosed => self.drain(cx),
+                    // Closes once everything is sent anyway.
+                    _ => {}
+                }
+            }
+        }
+        self.stage(cx);
+    }
+
+    /// Places the fresh output: left in the context for the driver to write at once if
+    /// nothing is queued before it, queued behind what is, dropped if nothing may follow.
+    fn stage(&mut self, cx: &mut Context) {
+        match self.phase {
+            Phase::Closed => cx.tx.clear(),
+            Phase::HalfClosed | Phase::Draining if !cx.tx.is_empty() => {
+                log::debug!(
+                    "conn {}: dropping {} bytes of output produced after our FIN",
+                    cx.id,
+                    cx.tx.len()
+                );
+                cx.tx.clear();
+            }
+            // No socket to write to yet: the bytes wait for the connect.
+            Phase::Connecting => self.queue_fresh(cx),
+            _ if self.buffered_output() > 0 => self.queue_fresh(cx),
+            _ => {}
+        }
+        if self.phase != Phase::Closed {
+            self.settle(cx);
+        }
+        self.tidy();
+    }
+
+    /// Forgets unconsumed input: the protocol will not be asked to consume it.
+    fn drop_input(&mut self) {
+        if let Some(s) = self.spill.as_mut() {
+            s.input = Vec::new();
+        }
+    }
+
+    /// Moves all fresh output behind what is queued.
+    fn queue_fresh(&mut self, cx: &mut Context) {
+        if !cx.tx.is_empty() {
+            let fresh = std::mem::take(&mut cx.tx);
+            self.queue(cx, &fresh);
+            cx.tx = fresh;
+            cx.tx.clear();
+        }
+    }
+
+    /// Keeps `bytes` behind what waits; enforces the output limit and the high-water mark.
+    fn queue(&mut self, cx: &mut Context, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let spill = self.spill.get_or_insert_with(Default::default);
+        if spill.out.is_empty() {
+            // A backlog starts now, and with it the write-stall clock.
+            spill.stall_since = clock::ceil(cx.now);
+        }
+        spill.out.extend(bytes);
+        let queued = spill.out.len();
+        if queued > self.cfg.output_limit {
+            log::debug!(
+                "conn {}: {queued} bytes of output queued, over the limit of {}",
+                cx.id,
+                self.cfg.output_limit
+            );
+            self.end(cx, CloseReason::OutputLimit);
+        } else if queued >= self.cfg.high_water && !self.paused {
+            log::trace!(
+                "conn {}: backpressure: {queued} bytes unsent (high water {}), stop reading",
+                cx.id,
+                self.cfg.high_water
+            );
+            self.paused = true;
+        }
+    }
+
+    /// Takes the step that waits for nothing but the output to drain: a `PeerClosed`
+    /// connection whose protocol has finished closes once everything is sent.
+    fn settle(&mut self, cx: &mut Context) {
+        if self.phase == Phase::PeerClosed
+            && !self.streaming
+            && cx.tx.is_empty()
+            && self.buffered_output() == 0
+        {
+            self.end(cx, CloseReason::PeerClosed);
+        }
+    }
+
+    /// Our FIN is out: discard input until the peer's FIN or the linger deadline.
+    fn drain(&mut self, cx: &mut Context) {
+        self.deadline = clock::ceil(cx.now + self.cfg.linger);
+        self.set_phase(Phase::Draining, cx);
+    }
+
+    /// Records why the connection is closing, unless a reason was decided already.
+    fn decide(&mut self, reason: CloseReason) {
+        let spill = self.spill.get_or_insert_with(Default::default);
+        spill.reason.get_or_insert(reason);
+    }
+
+    /// Ends the connection for `reason` (or the reason decided earlier): the one way into
+    /// `Closed`. Drops unsent output and unconsumed input, tells the protocol, and keeps
+    /// the reason for [`Session::poll_close`].
+    fn end(&mut self, cx: &mut Context, reason: CloseReason) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        cx.tx.clear();
+        let decided = self.spill.take().and_then(|s| s.reason);
+        let reason = decided.unwrap_or(reason);
+        log::trace!("conn {}: closing: {reason}", cx.id);
+        self.streaming = false;
+        self.paused = false;
+        self.set_phase(Phase::Closed, cx);
+        self.proto.handle_close(&reason);
+        self.spill = Some(Box::new(Spill {
+            reason: Some(reason),
+            ..Spill::default()
+        }));
+    }
+
+    fn set_phase(&mut self, next: Phase, cx: &Context) {
+        if next != self.phase {
+            log::trace!("conn {}: state {} => {}", cx.id, self.phase, next);
+            self.phase = next;
+        }
+    }
+
+    /// Frees the spill once it holds nothing.
+    fn tidy(&mut self) {
+        if self.spill.as_ref().is_some_and(|s| s.is_empty()) {
+            self.spill = None;
+        }
+    }
+
+    /// Returns true if and only if the protocol is still called (its timers count).
+    fn protocol_live(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Open | Phase::PeerClosed | Phase::HalfClosed
+        )
+    }
+
+    /// The idle deadline, in clock ms (`NEVER` if none applies).
+    fn idle_deadline(&self) -> u64 {
+        match self.cfg.idle {
+            Some(d) if self.phase != Phase::Connecting => {
+                self.last_io.saturating_add(clock::ms_of(d))
+            }
+            _ => NEVER,
+        }
+    }
+
+    /// The write-stall deadline, in clock ms (`NEVER` if none applies).
+    fn stall_deadline(&self) -> u64 {
+        match (self.cfg.write_stall, &self.spill) {
+            (Some(d), Some(s)) if !s.out.is_empty() => {
+                s.stall_since.saturating_add(clock::ms_of(d))
+            }
+            _ => NEVER,
+        }
+    }
+}
+
+impl Action {
+    /// This action, or closing after the output if it asked for less.
+    fn max_close(self) -> Action {
+        match self {
+            Action::Continue => Action::CloseAfterFlush,
+            other => other,
+        }
+    }
+}
