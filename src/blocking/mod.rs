@@ -22,14 +22,15 @@
 //! nothing for datagrams, so both modes serve them the same way).
 
 use crate::net::Endpoint;
-use crate::proto::{Action, CloseReason, DatagramProtocol, Deliver, Mailbox, Out, Protocol};
+use crate::proto::{CloseReason, DatagramProtocol, Deliver, Mailbox, Protocol};
+use crate::session::{Context, Session, SessionConfig};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -147,12 +148,10 @@ pub enum Mode {
 /// Makes a fresh protocol value for each connection; shared by the accepting threads.
 pub type Factory = Arc<dyn Fn() -> Box<dyn Protocol + Send> + Send + Sync>;
 
-/// How long [`serve_connection`] waits for the peer's FIN after sending its own.
-pub const LINGER: Duration = Duration::from_secs(2);
-
-/// Drives one connection to its end with blocking I/O, following the
-/// [protocol contract](crate::proto). Returns how it ended once either side has closed;
-/// the protocol has been told the same through [`Protocol::handle_close`].
+/// Drives one connection to its end with blocking I/O and the default
+/// [`SessionConfig`], following the [protocol contract](crate::proto). Returns how it ended
+/// once either side has closed; the protocol has been told the same through
+/// [`Protocol::handle_close`].
 pub fn serve_connection<S, P>(stream: &mut S, proto: &mut P) -> CloseReason
 where
     S: BlockingStream + ?Sized,
@@ -171,9 +170,24 @@ where
     S: BlockingStream + ?Sized,
     P: Protocol + ?Sized,
 {
-    let reason = drive(stream, peer, proto).unwrap_or_else(|e| CloseReason::Io(e.kind()));
-    proto.handle_close(&reason);
-    reason
+    serve_connection_with(stream, peer, proto, Arc::new(SessionConfig::default()))
+}
+
+/// [`serve_connection_from`] with the given limits and timeouts: the same
+/// [`Session`] rules as the reactor's, applied with blocking reads and writes whose
+/// timeouts are the session's deadline.
+pub fn serve_connection_with<S, P>(
+    stream: &mut S,
+    peer: Option<&Endpoint>,
+    proto: &mut P,
+    cfg: Arc<SessionConfig>,
+) -> CloseReason
+where
+    S: BlockingStream + ?Sized,
+    P: Protocol + ?Sized,
+{
+    let mut session = Session::accepted(proto, cfg, Instant::now());
+    drive(stream, peer, &mut session, 0, None)
 }
 
 /// How long a [`Mailbox`] delivery may block on a peer that does not read before that
@@ -249,155 +263,153 @@ struct Writer {
 }
 
 impl Writer {
-    fn write_all<S: BlockingStream + ?Sized>(
-        &self,
-        stream: &mut S,
-        bytes: &[u8],
-    ) -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
+    fn write<S: BlockingStream + ?Sized>(&self, stream: &mut S, bytes: &[u8]) -> io::Result<usize> {
         match self.shared.get() {
-            Some(w) => w.lock().unwrap_or_else(|p| p.into_inner()).write_all(bytes),
-            None => stream.write_all(bytes),
+            Some(w) => w.lock().unwrap_or_else(|p| p.into_inner()).write(bytes),
+            None => stream.write(bytes),
         }
     }
 }
 
-fn drive<S, P>(stream: &mut S, peer: Option<&Endpoint>, proto: &mut P) -> io::Result<CloseReason>
+/// The loop of a blocking driver: the [`Session`] decides, this only waits. It writes
+/// while the session has output (blocking, at most until its deadline), sends the FIN it
+/// asks for, feeds a streaming protocol, and otherwise reads (blocking, at most until the
+/// deadline). A read or write that times out is the session's deadline coming.
+///
+/// `stop` is the server's state: after a graceful stop began, a read that returns 0 may be
+/// our own `shutdown(Read)` rather than the peer's FIN (a blocking driver cannot tell), and
+/// is taken as the shutdown request; after an immediate stop, the end is `Shutdown`.
+fn drive<S, P>(
+    stream: &mut S,
+    peer: Option<&Endpoint>,
+    session: &mut Session<P>,
+    id: u64,
+    stop: Option<&AtomicU8>,
+) -> CloseReason
 where
     S: BlockingStream + ?Sized,
-    P: Protocol + ?Sized,
+    P: Protocol,
 {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut input: Vec<u8> = Vec::new();
-    let mut output = Vec::new();
+    let state = || stop.map_or(RUNNING, |s| s.load(Ordering::SeqCst));
     let writer = Writer {
         shared: std::cell::OnceCell::new(),
     };
-
-    let shared_stream: &S = stream;
-    // The socket is cloned (one dup) only if the protocol asks for a mailbox.
-    let make = || {
-        let w = writer.shared.get_or_init(|| {
-            let clone = shared_stream.try_clone_boxed().unwrap_or_else(|e| {
-                // Out of fds: deliveries fail (the mailbox reports the connection gone).
-                log::warn!("cannot clone a socket for its mailbox: {e}");
-                Box::new(DeadStream)
+    let mut cx = Context::new(Instant::now());
+    cx.id = id;
+    {
+        let shared_stream: &S = stream;
+        // The socket is cloned (one dup) only if the protocol asks for a mailbox.
+        let make = || {
+            let w = writer.shared.get_or_init(|| {
+                let clone = shared_stream.try_clone_boxed().unwrap_or_else(|e| {
+                    // Out of fds: deliveries fail (the mailbox reports the connection gone).
+                    log::warn!("cannot clone a socket for its mailbox: {e}");
+                    Box::new(DeadStream)
+                });
+                let _ = clone.set_write_timeout(Some(DELIVERY_TIMEOUT));
+                Arc::new(Mutex::new(clone))
             });
-            let _ = clone.set_write_timeout(Some(DELIVERY_TIMEOUT));
-            Arc::new(Mutex::new(clone))
-        });
-        Mailbox::new(Arc::new(StreamMailbox {
-            writer: Arc::clone(w),
-        }))
-    };
-    let mut out = Out::new(&mut output, Instant::now()).with_mailbox(&make);
-    if let Some(peer) = peer {
-        out = out.with_peer(peer);
+            Mailbox::new(Arc::new(StreamMailbox {
+                writer: Arc::clone(w),
+            }))
+        };
+        session.open(&mut cx, peer, Some(&make));
     }
-    proto.handle_open(&mut out);
-    let mut wants_writable = out.wants_writable();
-    let mut action = out.action();
-    let mut timeout_set = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut told_to_stop = false;
+    // The socket timeouts as last set (`None`: block for as long as it takes).
+    let (mut read_timeout, mut write_timeout) = (None, None);
     loop {
-        if action != Action::Abort {
-            writer.write_all(stream, &output)?;
+        cx.now = Instant::now();
+        if let Some(reason) = session.poll_close() {
+            return reason;
         }
-        output.clear();
-        // A streaming protocol produces its next piece each time the last one is sent.
-        while wants_writable && action == Action::Continue {
-            let mut out = Out::new(&mut output, Instant::now());
-            proto.handle_writable(&mut out);
-            wants_writable = out.wants_writable();
-            action = out.action();
-            if output.is_empty() {
-                break;
+        if !told_to_stop && state() == DRAINING {
+            told_to_stop = true;
+            session.shutdown(&mut cx);
+            continue;
+        }
+        let wait = session
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(cx.now));
+        if wait == Some(Duration::ZERO) {
+            session.timeout(&mut cx);
+            continue;
+        }
+        // A zero socket timeout would mean "forever": at least a millisecond.
+        let wait = wait.map(|w| w.max(Duration::from_millis(1)));
+        let bytes = session.poll_transmit(&cx);
+        let result = if !bytes.is_empty() {
+            if write_timeout != wait {
+                write_timeout = wait;
+                if let Err(e) = stream.set_write_timeout(wait) {
+                    session.fail(&mut cx, CloseReason::Io(e.kind()));
+                    continue;
+                }
             }
-            if action != Action::Abort {
-                writer.write_all(stream, &output)?;
+            let result = writer.write(stream, bytes);
+            cx.now = Instant::now();
+            session.sent(&mut cx, *result.as_ref().unwrap_or(&0));
+            result.map(|_| ())
+        } else if session.poll_fin(&cx) {
+            let result = stream.shutdown(Shutdown::Write);
+            if result.is_ok() {
+                log::trace!("conn {id}: shutdown(Write): FIN sent");
+                session.fin_sent(&mut cx);
             }
-            output.clear();
-        }
-        match action {
-            Action::Continue => {}
-            Action::CloseAfterFlush => return linger_close(stream, &mut buf),
-            Action::Abort => return Ok(CloseReason::Aborted),
-        }
-        // The protocol's next deadline bounds the blocking read.
-        let deadline = proto.poll_timeout();
-        let wait = deadline.map(|d| {
-            d.saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
-        });
-        if wait != timeout_set {
-            stream.set_read_timeout(wait)?;
-            timeout_set = wait;
-        }
-        let n = match stream.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result
+        } else if session.wants_writable(&cx) {
+            session.writable(&mut cx);
+            Ok(())
+        } else if session.wants_read() {
+            if read_timeout != wait {
+                read_timeout = wait;
+                if let Err(e) = stream.set_read_timeout(wait) {
+                    session.fail(&mut cx, CloseReason::Io(e.kind()));
+                    continue;
+                }
+            }
+            let result = stream.read(&mut buf);
+            cx.now = Instant::now();
+            match result {
+                Ok(0) if state() == STOPPED => {
+                    session.fail(&mut cx, CloseReason::Shutdown);
+                }
+                Ok(0) if state() == DRAINING && !told_to_stop => {
+                    // Our own shutdown(Read) woke the read; the loop tells the session.
+                }
+                Ok(0) => session.eof(&mut cx),
+                Ok(n) => session.feed(&mut cx, &buf[..n]),
+                Err(_) => {}
+            }
+            result.map(|_| ())
+        } else {
+            // Nothing to send and nothing to read: only time can move the session (a
+            // streaming protocol that had nothing to give). Wait for the deadline, or
+            // briefly, then let it try again.
+            std::thread::sleep(wait.unwrap_or(Duration::from_millis(10)));
+            cx.now = Instant::now();
+            session.timeout(&mut cx);
+            Ok(())
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                let mut out = Out::new(&mut output, Instant::now());
-                if deadline.is_some_and(|d| d <= out.now()) {
-                    proto.handle_timeout(&mut out);
-                }
-                wants_writable |= out.wants_writable();
-                action = out.action();
-                continue;
+                // The socket timeout was the session's deadline.
+                cx.now = Instant::now();
+                session.timeout(&mut cx);
             }
-            Err(e) => return Err(e),
-        };
-        let mut out = Out::new(&mut output, Instant::now());
-        if n == 0 {
-            let result = proto.handle_eof(&input, &mut out);
-            let aborted = out.action() == Action::Abort;
-            if !aborted {
-                writer.write_all(stream, &output)?;
-            }
-            return Ok(match result {
-                Err(e) => CloseReason::PeerError(e.reason().to_string()),
-                Ok(()) if aborted => CloseReason::Aborted,
-                Ok(()) => CloseReason::PeerClosed,
-            });
-        }
-        input.extend_from_slice(&buf[..n]);
-        match proto.handle_input(&input, &mut out) {
-            Ok(used) => {
-                input.drain(..used.min(input.len()));
-                wants_writable |= out.wants_writable();
-                action = out.action();
-            }
+            Err(_) if state() == STOPPED => session.fail(&mut cx, CloseReason::Shutdown),
             Err(e) => {
-                log::debug!("closing: {e}");
-                action = match out.action() {
-                    Action::Abort => Action::Abort,
-                    _ => Action::CloseAfterFlush,
-                };
+                log::trace!("conn {id}: I/O failed: {e}");
+                session.fail(&mut cx, CloseReason::Io(e.kind()));
             }
-        }
-    }
-}
-
-/// Sends FIN, then reads and discards until the peer's FIN (or [`LINGER`]), so unread
-/// input does not make the kernel reset the connection under our last reply.
-fn linger_close<S: BlockingStream + ?Sized>(
-    stream: &mut S,
-    buf: &mut [u8],
-) -> io::Result<CloseReason> {
-    stream.shutdown(Shutdown::Write)?;
-    stream.set_read_timeout(Some(LINGER))?;
-    loop {
-        match stream.read(buf) {
-            Ok(0) => return Ok(CloseReason::Closed),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Ok(CloseReason::LingerTimeout),
         }
     }
 }
@@ -519,13 +531,26 @@ pub struct BlockingStats {
     pub closed: AtomicU64,
 }
 
+/// The server's state, in `Inner::state`.
+const RUNNING: u8 = 0;
+/// A graceful stop: no more accepts; each connection's protocol is asked to finish.
+const DRAINING: u8 = 1;
+/// An immediate stop: every connection is shut down now.
+const STOPPED: u8 = 2;
+
 struct Inner {
-    stop: AtomicBool,
-    /// The fd of every connection being served, so `stop` can shut them down. A `dup`
+    state: AtomicU8,
+    /// The fd of every connection being served, so a stop can shut them down. A `dup`
     /// per connection would do too, but would halve how many connections fit under the
     /// fd limit. Entries are added by the serving thread itself and removed, under this
-    /// lock, before its socket is closed, so `stop` never touches a reused fd.
+    /// lock, before its socket is closed, so a stop never touches a reused fd.
     open: Mutex<HashMap<u64, std::os::fd::RawFd>>,
+    /// Signalled whenever an entry leaves `open` (a graceful stop waits on it).
+    closed: Condvar,
+    /// The grace period of a graceful stop, in milliseconds, set when it begins.
+    grace_ms: AtomicU64,
+    /// The limits and timeouts of every connection.
+    cfg: Arc<SessionConfig>,
     stats: BlockingStats,
 }
 
@@ -537,18 +562,45 @@ pub struct BlockingServer {
 }
 
 impl BlockingServer {
-    /// Starts serving `listener` in `mode` on a new accept thread.
+    /// Starts serving `listener` in `mode` on a new accept thread, with the default
+    /// [`SessionConfig`].
+    ///
+    /// # Errors
+    ///
+    /// If the listener's address cannot be read or the thread cannot be started.
     pub fn spawn(listener: BlockingListener, mode: Mode, factory: Factory) -> io::Result<Self> {
+        BlockingServer::spawn_with(listener, mode, factory, SessionConfig::default())
+    }
+
+    /// [`BlockingServer::spawn`] with the given limits and timeouts for every connection:
+    /// the same ones the reactor applies ([`crate::reactor::Config::session_config`]).
+    ///
+    /// # Errors
+    ///
+    /// If the listener's address cannot be read or the thread cannot be started.
+    pub fn spawn_with(
+        listener: BlockingListener,
+        mode: Mode,
+        factory: Factory,
+        cfg: SessionConfig,
+    ) -> io::Result<Self> {
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
-            stop: AtomicBool::new(false),
+            state: AtomicU8::new(RUNNING),
             open: Mutex::new(HashMap::new()),
+            closed: Condvar::new(),
+            grace_ms: AtomicU64::new(0),
+            cfg: Arc::new(cfg),
             stats: BlockingStats::default(),
         });
         let shared = Arc::clone(&inner);
+        let wake = addr.clone();
         let accept_thread = std::thread::Builder::new()
             .name(format!("{mode:?}-accept").to_lowercase())
-            .spawn(move || accept_loop(listener, mode, factory, shared))?;
+            .spawn(move || {
+                accept_loop(listener, mode, factory, &shared);
+                finish(&shared, &wake);
+            })?;
         log::info!("listening on {addr} ({mode:?} driver)");
         Ok(BlockingServer {
             addr,
@@ -567,19 +619,38 @@ impl BlockingServer {
         &self.inner.stats
     }
 
-    /// A `Send` closure that stops this server; see [`BlockingServer::stop`].
-    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+    /// A `Send` closure that stops this server: the first call gracefully (see
+    /// [`BlockingServer::shutdown`]), any later call at once.
+    pub fn stopper(&self, grace: Duration) -> impl Fn() + Send + Sync + 'static {
         let inner = Arc::clone(&self.inner);
         let addr = self.addr.clone();
-        move || stop(&inner, &addr)
+        move || {
+            if !begin_shutdown(&inner, &addr, grace) {
+                stop(&inner, &addr);
+            }
+        }
     }
 
-    /// Stops accepting and closes every open connection. Idempotent.
+    /// Starts a graceful stop and returns: no more connections are accepted, each open
+    /// connection's protocol is asked to finish ([`Protocol::handle_shutdown`]; by
+    /// default it closes once its output is sent), and after `grace` whatever is still
+    /// open is shut down. [`BlockingServer::join`] returns once every connection has
+    /// ended. Does nothing if a stop has begun already.
+    ///
+    /// A blocked `read` does not look at flags: each connection is woken with
+    /// `shutdown(Read)`, which makes its `read` return 0 while its writes still work.
+    pub fn shutdown(&self, grace: Duration) {
+        begin_shutdown(&self.inner, &self.addr, grace);
+    }
+
+    /// Stops accepting and shuts down every open connection now (their protocols are
+    /// told [`CloseReason::Shutdown`]). Idempotent.
     pub fn stop(&self) {
         stop(&self.inner, &self.addr)
     }
 
-    /// Waits for the accept thread to finish (after [`BlockingServer::stop`]).
+    /// Waits for the server to finish (after a stop): the accept thread, and every
+    /// connection it started.
     pub fn join(mut self) {
         if let Some(t) = self.accept_thread.take() {
             let _ = t.join();
@@ -598,10 +669,44 @@ impl Drop for BlockingServer {
     }
 }
 
+/// Starts a graceful stop; returns false if a stop had begun already.
+fn begin_shutdown(inner: &Inner, addr: &Endpoint, grace: Duration) -> bool {
+    if inner
+        .state
+        .compare_exchange(RUNNING, DRAINING, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return false;
+    }
+    let open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
+    log::info!(
+        "shutdown: stopped accepting; waiting up to {grace:?} for {} connections to finish",
+        open.len()
+    );
+    let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+    inner.grace_ms.store(ms, Ordering::SeqCst);
+    for &fd in open.values() {
+        // SAFETY: shutdown(2) on an fd that is open while we hold the lock (see `open`);
+        // it touches no memory. A blocked read on it then returns 0; writes still work.
+        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    }
+    drop(open);
+    wake_accept(addr);
+    true
+}
+
 fn stop(inner: &Inner, addr: &Endpoint) {
-    if inner.stop.swap(true, Ordering::SeqCst) {
+    if inner.state.swap(STOPPED, Ordering::SeqCst) == STOPPED {
         return;
     }
+    shut_all(inner);
+    wake_accept(addr);
+    log::info!("blocking server on {addr} stopped");
+}
+
+/// Shuts down both directions of every open connection: its blocked read returns 0, its
+/// blocked write fails.
+fn shut_all(inner: &Inner) {
     for &fd in inner
         .open
         .lock()
@@ -609,10 +714,13 @@ fn stop(inner: &Inner, addr: &Endpoint) {
         .values()
     {
         // SAFETY: shutdown(2) on an fd that is open while we hold the lock (see `open`);
-        // it touches no memory. A blocked read on it then returns 0.
+        // it touches no memory.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
-    // The accept thread is blocked in accept(): a connection of our own wakes it.
+}
+
+/// The accept thread is blocked in accept(): a connection of our own wakes it.
+fn wake_accept(addr: &Endpoint) {
     match addr {
         Endpoint::Inet(a) => {
             let mut wake = *a;
@@ -628,15 +736,44 @@ fn stop(inner: &Inner, addr: &Endpoint) {
             let _ = UnixStream::connect(p);
         }
     }
-    log::info!("blocking server on {addr} stopped");
 }
 
-fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: Arc<Inner>) {
+/// After the accept loop: wait for the connections still open, for the grace period of a
+/// graceful stop, then shut down the rest and wait for them to end.
+fn finish(inner: &Inner, addr: &Endpoint) {
+    if inner.state.load(Ordering::SeqCst) == DRAINING {
+        let grace = Duration::from_millis(inner.grace_ms.load(Ordering::SeqCst));
+        let open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (open, waited) = inner
+            .closed
+            .wait_timeout_while(open, grace, |open| !open.is_empty())
+            .unwrap_or_else(|p| p.into_inner());
+        if waited.timed_out() {
+            log::info!(
+                "shutdown: grace period over; closing {} connections still open",
+                open.len()
+            );
+        } else {
+            log::info!("shutdown: every connection finished");
+        }
+        drop(open);
+        stop(inner, addr);
+    }
+    // After an immediate stop every connection ends promptly (its socket is shut down);
+    // the bound keeps a wedged thread from hanging `join` forever.
+    let open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = inner
+        .closed
+        .wait_timeout_while(open, Duration::from_secs(5), |open| !open.is_empty());
+}
+
+fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: &Arc<Inner>) {
     let mut next_id = 0u64;
+    let running = || inner.state.load(Ordering::SeqCst) == RUNNING;
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(pair) => pair,
-            Err(_) if inner.stop.load(Ordering::SeqCst) => return,
+            Err(_) if !running() => return,
             Err(e) if crate::net::is_resource_exhaustion(&e) => {
                 // Blocking twin of the reactor's back-off: accept would fail again at once.
                 log::warn!("accept failed: {e}; pausing accepts for 100ms");
@@ -648,7 +785,7 @@ fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: 
                 continue;
             }
         };
-        if inner.stop.load(Ordering::SeqCst) {
+        if !running() {
             return;
         }
         next_id += 1;
@@ -657,9 +794,9 @@ fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: 
         log::debug!("accept {peer} as conn {id}");
         let proto = factory();
         match mode {
-            Mode::Iterative => run_one(stream, peer, id, proto, &inner),
+            Mode::Iterative => run_one(stream, peer, id, proto, inner),
             Mode::Threaded => {
-                let inner2 = Arc::clone(&inner);
+                let inner2 = Arc::clone(inner);
                 let who = peer.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("conn-{id}"))
@@ -683,20 +820,28 @@ fn run_one(
 ) {
     {
         let mut open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
-        // Checked under the lock `stop` takes: either stop sees this entry, or we see stop.
-        if inner.stop.load(Ordering::SeqCst) {
+        // Checked under the lock a stop takes: either it sees this entry, or we see it.
+        if inner.state.load(Ordering::SeqCst) != RUNNING {
             inner.stats.closed.fetch_add(1, Ordering::Relaxed);
             return;
         }
         open.insert(id, stream.raw_fd());
     }
-    let reason = serve_connection_from(&mut *stream, Some(&peer), &mut *proto);
+    let mut session = Session::accepted(&mut *proto, Arc::clone(&inner.cfg), Instant::now());
+    let reason = drive(
+        &mut *stream,
+        Some(&peer),
+        &mut session,
+        id,
+        Some(&inner.state),
+    );
     log::debug!("close {peer} (conn {id}): {reason}");
     inner
         .open
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
+    inner.closed.notify_all();
     inner.stats.closed.fetch_add(1, Ordering::Relaxed);
     // Only now, with the entry gone, may the fd be closed (and its number reused).
     drop(stream);

@@ -366,9 +366,11 @@ pub fn spawn_with(
             } else {
                 Mode::Iterative
             };
-            let server = BlockingServer::spawn(BlockingListener::bind(&at)?, mode, factory)?;
+            let session = cfg.session_config(&cfg.timeouts);
+            let listener = BlockingListener::bind(&at)?;
+            let server = BlockingServer::spawn_with(listener, mode, factory, session)?;
             let bound = server.local_addr().clone();
-            let stop = server.stopper();
+            let stop = server.stopper(cfg.shutdown_grace);
             let thread = std::thread::Builder::new()
                 .name("blocking-server".into())
                 .spawn(move || {
