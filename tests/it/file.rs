@@ -293,10 +293,7 @@ fn refused_names_write_nothing(receiver: Driver) {
     assert_eq!(parent.entries(), ["inbox"], "nothing written next to it");
 }
 
-per_driver!(
-    refused_names_write_nothing: refused_names_write_nothing_reactor,
-    refused_names_write_nothing_threaded
-);
+per_driver!(refused_names_write_nothing: refused_names_write_nothing_reactor, refused_names_write_nothing_threaded, refused_names_write_nothing_iterative);
 
 /// A second file under a name already received is refused; the first stays as it was.
 fn an_existing_file_is_never_replaced(receiver: Driver) {
@@ -309,10 +306,7 @@ fn an_existing_file_is_never_replaced(receiver: Driver) {
     assert_eq!(dir.entries(), ["notes.txt"]);
 }
 
-per_driver!(
-    an_existing_file_is_never_replaced: an_existing_file_is_never_replaced_reactor,
-    an_existing_file_is_never_replaced_threaded
-);
+per_driver!(an_existing_file_is_never_replaced: an_existing_file_is_never_replaced_reactor, an_existing_file_is_never_replaced_threaded, an_existing_file_is_never_replaced_iterative);
 
 /// How the killed sender's socket ends.
 #[derive(Clone, Copy, Debug)]
@@ -392,10 +386,7 @@ fn a_short_body_is_truncated(receiver: Driver) {
     });
 }
 
-per_driver!(
-    a_short_body_is_truncated: a_short_body_is_truncated_reactor,
-    a_short_body_is_truncated_threaded
-);
+per_driver!(a_short_body_is_truncated: a_short_body_is_truncated_reactor, a_short_body_is_truncated_threaded, a_short_body_is_truncated_iterative);
 
 /// Counts the bytes read through it.
 struct Counting<R> {

@@ -239,7 +239,7 @@ fn curl_statuses(via: Driver) {
     // And the server still serves.
     assert_eq!(curl_status(&[&url]), "200");
 }
-per_driver!(curl_statuses: curl_statuses_reactor, curl_statuses_threaded);
+per_driver!(curl_statuses: curl_statuses_reactor, curl_statuses_threaded, curl_statuses_iterative);
 
 fn curl_reuses_the_connection(via: Driver) {
     let server = Server::start(via, test_config());
@@ -256,7 +256,7 @@ fn curl_reuses_the_connection(via: Driver) {
         "one connection: {stderr}"
     );
 }
-per_driver!(curl_reuses_the_connection: curl_keepalive_reactor, curl_keepalive_threaded);
+per_driver!(curl_reuses_the_connection: curl_keepalive_reactor, curl_keepalive_threaded, curl_keepalive_iterative);
 
 // ---------------------------------------------------------------------------------------
 // Python's http.client
@@ -294,7 +294,7 @@ fn python_keepalive(via: Driver) {
         "200|text/plain|12|Hello, World\n".repeat(3) + "one connection\n"
     );
 }
-per_driver!(python_keepalive: python_keepalive_reactor, python_keepalive_threaded);
+per_driver!(python_keepalive: python_keepalive_reactor, python_keepalive_threaded, python_keepalive_iterative);
 
 // ---------------------------------------------------------------------------------------
 // Raw sockets
@@ -330,7 +330,7 @@ fn pipelining(via: Driver) {
     }
     c.assert_closed("after the request that said close");
 }
-per_driver!(pipelining: pipelining_reactor, pipelining_threaded);
+per_driver!(pipelining: pipelining_reactor, pipelining_threaded, pipelining_iterative);
 
 fn slowloris_is_closed_at_the_head_deadline(via: Driver) {
     let server = Server::start(via, test_config());
@@ -374,7 +374,7 @@ fn slowloris_is_closed_at_the_head_deadline(via: Driver) {
     quiet.assert_closed("a connection that never spoke");
     assert!(start.elapsed() >= HEADER_TIMEOUT, "{:?}", start.elapsed());
 }
-per_driver!(slowloris_is_closed_at_the_head_deadline: slowloris_reactor, slowloris_threaded);
+per_driver!(slowloris_is_closed_at_the_head_deadline: slowloris_reactor, slowloris_threaded, slowloris_iterative);
 
 fn keepalive_idle_timeout(via: Driver) {
     let server = Server::start(via, test_config());
@@ -394,7 +394,7 @@ fn keepalive_idle_timeout(via: Driver) {
     );
     assert!(idle < Duration::from_secs(3), "closed only after {idle:?}");
 }
-per_driver!(keepalive_idle_timeout: keepalive_idle_reactor, keepalive_idle_threaded);
+per_driver!(keepalive_idle_timeout: keepalive_idle_reactor, keepalive_idle_threaded, keepalive_idle_iterative);
 
 fn half_close(via: Driver) {
     let server = Server::start(via, test_config());
@@ -423,7 +423,7 @@ fn half_close(via: Driver) {
     let all = String::from_utf8(read_to_end(&mut s)).unwrap();
     assert!(all.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{all}");
 }
-per_driver!(half_close: half_close_reactor, half_close_threaded);
+per_driver!(half_close: half_close_reactor, half_close_threaded, half_close_iterative);
 
 fn malformed_is_400_then_close(via: Driver) {
     let server = Server::start(via, test_config());
@@ -443,7 +443,7 @@ fn malformed_is_400_then_close(via: Driver) {
     assert_eq!(c.response(false).status, 400);
     c.assert_closed("after the 400");
 }
-per_driver!(malformed_is_400_then_close: malformed_reactor, malformed_threaded);
+per_driver!(malformed_is_400_then_close: malformed_reactor, malformed_threaded, malformed_iterative);
 
 fn bodies_are_discarded_and_limited(via: Driver) {
     let server = Server::start(via, test_config());
@@ -474,7 +474,7 @@ fn bodies_are_discarded_and_limited(via: Driver) {
     assert_eq!(c.response(false).status, 501);
     c.assert_closed("after the 501");
 }
-per_driver!(bodies_are_discarded_and_limited: bodies_reactor, bodies_threaded);
+per_driver!(bodies_are_discarded_and_limited: bodies_reactor, bodies_threaded, bodies_iterative);
 
 fn one_bad_client_does_not_disturb_another(via: Driver) {
     let server = Server::start(
@@ -524,7 +524,10 @@ fn one_bad_client_does_not_disturb_another(via: Driver) {
     assert_hello(&slow.response(false));
     slow.assert_closed("the slow client, served");
 }
-per_driver!(one_bad_client_does_not_disturb_another: one_bad_client_reactor, one_bad_client_threaded);
+per_driver!(
+    one_bad_client_does_not_disturb_another: one_bad_client_reactor, one_bad_client_threaded;
+    not_iterative: "a good client served while a bad one holds its connection: two at once"
+);
 
 /// The cases of `testdata/http/cases.txt`: file name, bytes, status, kept alive.
 fn testdata() -> Vec<(String, Vec<u8>, u16, bool)> {
@@ -562,7 +565,7 @@ fn testdata_cases_over_the_wire(via: Driver) {
         }
     }
 }
-per_driver!(testdata_cases_over_the_wire: testdata_reactor, testdata_threaded);
+per_driver!(testdata_cases_over_the_wire: testdata_reactor, testdata_threaded, testdata_iterative);
 
 // ---------------------------------------------------------------------------------------
 // wrk
@@ -607,4 +610,4 @@ fn wrk_load(via: Driver) {
     assert!(!stdout.contains("Non-2xx"), "{stdout}");
     eprintln!("wrk via {via:?}: {requests} requests in 1 s");
 }
-per_driver!(wrk_load: wrk_reactor, wrk_threaded);
+per_driver!(wrk_load: wrk_reactor, wrk_threaded, wrk_iterative);

@@ -237,7 +237,7 @@ fn ack_newline_terminated(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(ack_newline_terminated: ack_newline_terminated_reactor, ack_newline_terminated_threaded);
+per_driver!(ack_newline_terminated: ack_newline_terminated_reactor, ack_newline_terminated_threaded, ack_newline_terminated_iterative);
 
 fn ack_tutorial_client(drive: Driver) {
     let server = Server::start(drive, Ack::new);
@@ -249,7 +249,7 @@ fn ack_tutorial_client(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(ack_tutorial_client: ack_tutorial_client_reactor, ack_tutorial_client_threaded);
+per_driver!(ack_tutorial_client: ack_tutorial_client_reactor, ack_tutorial_client_threaded, ack_tutorial_client_iterative);
 
 fn ack_split_line(drive: Driver) {
     let server = Server::start(drive, Ack::new);
@@ -263,7 +263,7 @@ fn ack_split_line(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(ack_split_line: ack_split_line_reactor, ack_split_line_threaded);
+per_driver!(ack_split_line: ack_split_line_reactor, ack_split_line_threaded, ack_split_line_iterative);
 
 fn ack_two_lines_in_one_write(drive: Driver) {
     let server = Server::start(drive, Ack::new);
@@ -273,7 +273,7 @@ fn ack_two_lines_in_one_write(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(ack_two_lines_in_one_write: ack_two_lines_in_one_write_reactor, ack_two_lines_in_one_write_threaded);
+per_driver!(ack_two_lines_in_one_write: ack_two_lines_in_one_write_reactor, ack_two_lines_in_one_write_threaded, ack_two_lines_in_one_write_iterative);
 
 // ---------------------------------------------------------------------------------------
 // Stamp (tutorial 002).
@@ -289,7 +289,7 @@ fn stamp_newline_terminated(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(stamp_newline_terminated: stamp_newline_terminated_reactor, stamp_newline_terminated_threaded);
+per_driver!(stamp_newline_terminated: stamp_newline_terminated_reactor, stamp_newline_terminated_threaded, stamp_newline_terminated_iterative);
 
 fn stamp_tutorial_client(drive: Driver) {
     let server = Server::start(drive, Stamp::default);
@@ -301,7 +301,7 @@ fn stamp_tutorial_client(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(stamp_tutorial_client: stamp_tutorial_client_reactor, stamp_tutorial_client_threaded);
+per_driver!(stamp_tutorial_client: stamp_tutorial_client_reactor, stamp_tutorial_client_threaded, stamp_tutorial_client_iterative);
 
 fn stamp_split_line(drive: Driver) {
     let server = Server::start(drive, Stamp::default);
@@ -312,7 +312,7 @@ fn stamp_split_line(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(stamp_split_line: stamp_split_line_reactor, stamp_split_line_threaded);
+per_driver!(stamp_split_line: stamp_split_line_reactor, stamp_split_line_threaded, stamp_split_line_iterative);
 
 fn stamp_two_lines_in_one_write(drive: Driver) {
     let server = Server::start(drive, Stamp::default);
@@ -324,7 +324,7 @@ fn stamp_two_lines_in_one_write(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(stamp_two_lines_in_one_write: stamp_two_lines_in_one_write_reactor, stamp_two_lines_in_one_write_threaded);
+per_driver!(stamp_two_lines_in_one_write: stamp_two_lines_in_one_write_reactor, stamp_two_lines_in_one_write_threaded, stamp_two_lines_in_one_write_iterative);
 
 // ---------------------------------------------------------------------------------------
 // Greet (tutorial 003).
@@ -347,7 +347,7 @@ fn greet_newline_terminated(drive: Driver) {
     expect_server_closes(s);
     server.stop();
 }
-per_driver!(greet_newline_terminated: greet_newline_terminated_reactor, greet_newline_terminated_threaded);
+per_driver!(greet_newline_terminated: greet_newline_terminated_reactor, greet_newline_terminated_threaded, greet_newline_terminated_iterative);
 
 /// The tutorial's client, step for step: read the welcome, send three names with no
 /// newline, each after the previous greeting, then `exit`.
@@ -364,7 +364,7 @@ fn greet_tutorial_client(drive: Driver) {
     expect_server_closes(s);
     server.stop();
 }
-per_driver!(greet_tutorial_client: greet_tutorial_client_reactor, greet_tutorial_client_threaded);
+per_driver!(greet_tutorial_client: greet_tutorial_client_reactor, greet_tutorial_client_threaded, greet_tutorial_client_iterative);
 
 fn greet_split_line(drive: Driver) {
     let server = Server::start(drive, Greeter::new);
@@ -379,7 +379,7 @@ fn greet_split_line(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(greet_split_line: greet_split_line_reactor, greet_split_line_threaded);
+per_driver!(greet_split_line: greet_split_line_reactor, greet_split_line_threaded, greet_split_line_iterative);
 
 fn greet_two_lines_in_one_write(drive: Driver) {
     let server = Server::start(drive, Greeter::new);
@@ -393,7 +393,7 @@ fn greet_two_lines_in_one_write(drive: Driver) {
     expect_nothing_more(s);
     server.stop();
 }
-per_driver!(greet_two_lines_in_one_write: greet_two_lines_in_one_write_reactor, greet_two_lines_in_one_write_threaded);
+per_driver!(greet_two_lines_in_one_write: greet_two_lines_in_one_write_reactor, greet_two_lines_in_one_write_threaded, greet_two_lines_in_one_write_iterative);
 
 fn greet_exit_closes_and_drops_what_follows(drive: Driver) {
     let server = Server::start(drive, Greeter::new);
@@ -404,7 +404,7 @@ fn greet_exit_closes_and_drops_what_follows(drive: Driver) {
     expect_server_closes(s);
     server.stop();
 }
-per_driver!(greet_exit_closes_and_drops_what_follows: greet_exit_closes_reactor, greet_exit_closes_threaded);
+per_driver!(greet_exit_closes_and_drops_what_follows: greet_exit_closes_reactor, greet_exit_closes_threaded, greet_exit_closes_iterative);
 
 // ---------------------------------------------------------------------------------------
 // Hello over UDP (tutorial 003).

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod agreement;
 mod bench;
 mod cli;
 mod echo;

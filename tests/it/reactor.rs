@@ -10,6 +10,7 @@ use crate::support::{
     test_config, wait_until, BgReactor, WAIT,
 };
 use sockloop::proto::echo::Echo;
+use sockloop::proto::{Out, PeerError, Protocol};
 use sockloop::reactor::{Config, Phase, Reactor};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -317,6 +318,63 @@ fn read_budget_bounds_bytes_per_turn() {
          ({turns} turns, {stats:?})",
         worst.1,
         worst.0
+    );
+}
+
+/// Closes on its first input: the connection goes Closing, sends its FIN and starts
+/// Draining in the middle of a read.
+struct CloseAtOnce;
+
+impl Protocol for CloseAtOnce {
+    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+        out.close();
+        Ok(input.len())
+    }
+}
+
+/// Entering Draining from inside a read (the FIN goes out, and the peer's FIN may be
+/// waiting) must not start a second read with a budget of its own: one turn reads at most
+/// one budget, and the connection is put on the revisit list once.
+#[test]
+fn closing_mid_read_reads_one_budget_per_turn() {
+    let budget = 16 * 1024;
+    let cfg = Config {
+        read_buffer: 4096,
+        read_budget: budget,
+        ..test_config()
+    };
+    let mut reactor = Reactor::with_config(cfg).unwrap();
+    let addr = reactor.listen(localhost(), || CloseAtOnce).unwrap();
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let data = pattern(3, 256 * 1024);
+    let mut sent = 0;
+    while sent < data.len() {
+        match client.write(&data[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(sent >= 4 * budget, "the kernel took only {sent} bytes");
+    pump_until(&mut reactor, WAIT, "the connection is accepted", |r| {
+        r.connections().len() == 1
+    });
+    assert_eq!(reactor.stats().bytes_in, 0, "accepted, not yet read");
+    pump_until(&mut reactor, WAIT, "the connection is read", |r| {
+        r.stats().bytes_in > 0
+    });
+    let stats = reactor.stats().clone();
+    assert!(
+        stats.bytes_in <= budget as u64,
+        "one turn read {} bytes, over the budget of {budget}: {stats:?}",
+        stats.bytes_in
+    );
+    assert_eq!(stats.budget_yields, 1, "queued for a revisit once: {stats:?}");
+    assert_eq!(
+        reactor.connections()[0].2,
+        Phase::Draining,
+        "our FIN is out; the rest is read and discarded on later turns"
     );
 }
 

@@ -291,7 +291,7 @@ fn unixgram_echo(driver: Driver) {
     wait_gone(&path, &what);
 }
 
-per_driver!(unixgram_echo: unixgram_echo_reactor, unixgram_echo_threaded);
+per_driver!(unixgram_echo: unixgram_echo_reactor, unixgram_echo_threaded, unixgram_echo_iterative);
 
 fn unix_stream(driver: Driver) {
     let dir = TempDir::new("ustream");
