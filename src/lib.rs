@@ -10,21 +10,27 @@
 //! # The picture
 //!
 //! ```text
-//!                  readiness                    bytes in
-//!  kernel ──────────────────▶  Reactor  ───────────────────────▶  Protocol (sans-I/O)
-//!  (epoll via mio)            one thread                          a plain state machine
-//!                             Slab<Slot>    ◀────────────────────   bytes out + actions
-//!                             timers, waker        (send, close after flush, abort)
+//!               readiness                 events in (bytes, EOF, time)
+//!  kernel ──────────────────▶  Reactor  ──────────────────────────▶  Session (sans-I/O)
+//!  (epoll via mio)            one thread                           what a connection
+//!                             Slab<Slot>  ◀───────────────────────  means, once
+//!                             timers,       bytes out, FIN, close     │ calls
+//!                             waker         reason, deadline          ▼
+//!                                                                  Protocol (sans-I/O)
+//!                                                                  a demo's machine
 //!
 //!  The blocking drivers (threaded: a thread per connection; iterative: one client at a
-//!  time) call the very same Protocol values. Only the driver differs, so the benchmark
-//!  and the lesson compare exactly one thing: how I/O waits.
+//!  time) drive the very same Session and Protocol values. Only the driver differs, so
+//!  the benchmark and the lesson compare exactly one thing: how I/O waits.
 //! ```
 //!
 //! # Where things live
 //!
 //! - [`proto`]: the protocol contract ([`proto::Protocol`], [`proto::Out`]) and the demo
 //!   machines. No sockets, no clocks, no threads.
+//! - [`session`]: the connection core every driver drives ([`session::Session`]): input and
+//!   output with their limits, the lifecycle, half-close, the close reason, the deadline.
+//!   No sockets, no clocks.
 //! - [`reactor`]: the non-blocking driver: TCP and Unix listeners and outgoing
 //!   connections, UDP and Unix datagram sockets, timers, a cross-thread handle, graceful
 //!   shutdown. One turn of its loop is documented step by step there.

@@ -1,4 +1,5 @@
-//! The blocking drivers: the same protocols over `std::net`, the way the tutorials do it.
+//! The blocking drivers: the same sessions and protocols over `std::net`, the way the
+//! tutorials do it.
 //!
 //! - [`Mode::Threaded`]: the accept loop hands every connection to a new OS thread, which
 //!   blocks in `read` and `write` for that one peer. Simple, and each waiting peer costs
@@ -7,16 +8,21 @@
 //!   before accepting the next. One silent client blocks everyone behind it: that is the
 //!   lesson it exists to teach.
 //!
-//! Both drive a connection with [`serve_connection`], a plain loop: read (blocks), hand
-//! the bytes to the protocol, write the reply (blocks until the peer has taken it all).
+//! Both drive a connection's [`Session`] (the connection core the reactor drives too) with
+//! [`serve_connection`], a short loop: write what the session owes (blocks until the peer
+//! has taken it), send the FIN it asks for, else read (blocks) and feed what arrived. The
+//! session decides everything else, so the close reasons, limits and half-close rules are
+//! the reactor's exactly.
 //!
-//! A protocol's timers ([`Protocol::poll_timeout`]) become the read timeout of the
-//! blocking `read`: when it times out, [`Protocol::handle_timeout`] runs.
+//! The session's one deadline ([`Session::poll_timeout`]: the protocol's timers, the idle
+//! and write-stall timeouts, the linger after our FIN) becomes the read or write timeout
+//! of the blocking call; when it expires, the session's `timeout` runs.
 //!
 //! Stopping a blocking server needs help from outside, because a thread blocked in
-//! `accept` or `read` does not look at flags: [`BlockingServer::stop`] sets the flag,
-//! shuts down every open connection (their `read` returns 0) and makes one connection to
-//! the listener so that `accept` returns.
+//! `accept` or `read` does not look at flags: [`BlockingServer::shutdown`] wakes every
+//! connection with `shutdown(Read)` (its `read` returns 0; its writes still work) and asks
+//! its protocol to finish; [`BlockingServer::stop`] shuts down both directions at once.
+//! Either makes one connection to the listener so that `accept` returns.
 //!
 //! Datagram protocols get [`serve_datagrams`]: one blocking `recv_from` loop (threads buy
 //! nothing for datagrams, so both modes serve them the same way).
@@ -160,7 +166,7 @@ where
     serve_connection_from(stream, None, proto)
 }
 
-/// [`serve_connection`], telling the protocol who the peer is ([`Out::peer`]).
+/// [`serve_connection`], telling the protocol who the peer is ([`crate::proto::Out::peer`]).
 pub fn serve_connection_from<S, P>(
     stream: &mut S,
     peer: Option<&Endpoint>,

@@ -4,7 +4,9 @@
 //! that arrived and it answers with bytes to send and, sometimes, an [`Action`] on the
 //! connection. Because it never touches a socket, the same value can be driven by the
 //! non-blocking [`reactor`](crate::reactor) or by the blocking drivers in
-//! [`blocking`](crate::blocking), and tested with byte slices alone.
+//! [`blocking`](crate::blocking), and tested with byte slices alone. Every driver calls it
+//! through the connection core, [`Session`](crate::session::Session), which keeps this
+//! contract in one place.
 //!
 //! # The calling contract
 //!
@@ -31,7 +33,9 @@
 //! 8. A machine that streams more output than it wants to hold (a file being sent) calls
 //!    [`Out::want_writable`]; once everything queued has been taken by the socket, the
 //!    driver calls [`Protocol::handle_writable`] for the next piece. Output memory stays
-//!    bounded by one piece plus the driver's buffer.
+//!    bounded by one piece plus the driver's buffer. Streaming goes on after the peer's
+//!    FIN (a download after the request); the connection closes once the machine stops
+//!    asking.
 //! 9. A machine that must receive bytes from elsewhere (another connection's message in a
 //!    chat, a timer of the embedder's) takes a [`Mailbox`] from [`Out::mailbox`] in
 //!    `handle_open`; whoever holds it can [`Mailbox::deliver`] bytes to this connection.
@@ -232,7 +236,8 @@ pub trait Protocol {
     fn handle_close(&mut self, _reason: &CloseReason) {}
 
     /// The peer closed its sending side; `rest` holds the bytes never consumed. After this
-    /// the driver sends what is queued and closes. The default accepts a clean end and
+    /// the driver sends what is queued, and what the machine still streams
+    /// ([`Out::want_writable`]), then closes. The default accepts a clean end and
     /// calls any unconsumed rest a truncated message.
     fn handle_eof(&mut self, rest: &[u8], _out: &mut Out<'_>) -> Result<(), PeerError> {
         if rest.is_empty() {

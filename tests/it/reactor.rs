@@ -370,7 +370,10 @@ fn closing_mid_read_reads_one_budget_per_turn() {
         "one turn read {} bytes, over the budget of {budget}: {stats:?}",
         stats.bytes_in
     );
-    assert_eq!(stats.budget_yields, 1, "queued for a revisit once: {stats:?}");
+    assert_eq!(
+        stats.budget_yields, 1,
+        "queued for a revisit once: {stats:?}"
+    );
     assert_eq!(
         reactor.connections()[0].2,
         Phase::Draining,
