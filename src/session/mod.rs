@@ -62,8 +62,9 @@
 //! - **The first cause wins.** A close decided for a reason (a [`PeerError`], input over
 //!   the limit) is reported with that reason however the connection then ends (the peer's
 //!   FIN, the linger deadline, a reset). A close the protocol simply asked for ends as
-//!   [`CloseReason::Closed`] when the peer answers our FIN, or
-//!   [`CloseReason::LingerTimeout`] when it does not.
+//!   [`CloseReason::Closed`] when the peer's FIN comes (before ours or after), or
+//!   [`CloseReason::LingerTimeout`] when it does not. Input a closing protocol leaves
+//!   unconsumed is dropped, never counted against the limit.
 //! - **Half-close.** After the peer's FIN ([`Phase::PeerClosed`]) the protocol may still
 //!   stream all it wants to (a download after the request); the connection closes once
 //!   the protocol stops asking for [`Session::writable`] and everything is sent. After
@@ -420,6 +421,10 @@ impl<P: Protocol> Session<P> {
         if self.phase == Phase::Connecting {
             self.deadline = NEVER;
             self.last_io = clock::ceil(cx.now);
+            if let Some(s) = self.spill.as_mut() {
+                // What was sent while connecting starts waiting for the socket only now.
+                s.stall_since = self.last_io;
+            }
             self.set_phase(Phase::Open, cx);
         }
         if self.phase != Phase::Open {
@@ -477,6 +482,8 @@ impl<P: Protocol> Session<P> {
         let (streams, mut action) = (out.wants_writable(), out.action());
         let kept = self.spill.as_ref().map_or(0, |s| s.input.len());
         match result {
+            // A protocol that closes will not consume the rest: it is dropped, not a limit.
+            Ok(()) if action != Action::Continue => self.drop_input(),
             Ok(()) if kept > self.cfg.max_input => {
                 log::debug!(
                     "conn {}: closing: {kept} bytes of unconsumed input exceed the limit of {}",
@@ -521,7 +528,9 @@ impl<P: Protocol> Session<P> {
                 self.after_call(cx, streams, action);
             }
             Phase::Closing => {
-                // We were about to close anyway; the peer beat us to it.
+                // We were about to close anyway; the peer's FIN beat ours. The close was
+                // ours (unless a cause was decided), however the FINs crossed.
+                self.decide(CloseReason::Closed);
                 self.set_phase(Phase::PeerClosed, cx);
                 self.settle(cx);
             }
@@ -869,6 +878,8 @@ impl<P: Protocol> Session<P> {
     /// The write-stall deadline, in clock ms (`NEVER` if none applies).
     fn stall_deadline(&self) -> u64 {
         match (self.cfg.write_stall, &self.spill) {
+            // Nobody can take bytes before the connect: only its own deadline counts.
+            _ if self.phase == Phase::Connecting => NEVER,
             (Some(d), Some(s)) if !s.out.is_empty() => {
                 s.stall_since.saturating_add(clock::ms_of(d))
             }
