@@ -5,7 +5,9 @@
 //! Every wait is bounded: servers read with timeouts, the client has its own, and the
 //! servers that must start up are polled with connects until they answer.
 
-use crate::support::{localhost, pattern, wait_until, BgReactor, KillOnDrop, TempDir, DEADLINE};
+use crate::support::{
+    have_tool, localhost, pattern, wait_until, BgReactor, KillOnDrop, TempDir, DEADLINE,
+};
 use sockloop::client::get::{fetch, get, BodyTarget, GetError, GetOptions, GetOutcome, Waiting};
 use sockloop::proto::http::client::{Framing, Method};
 use sockloop::proto::http::server::{HttpConfig, HttpServer};
@@ -574,8 +576,8 @@ const BIG: usize = 1024 * 1024 + 17;
 
 #[test]
 fn python_http_server_one_mebibyte() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 is not installed");
+    let present = Command::new("python3").arg("--version").output().is_ok();
+    if !have_tool(present, "python3") {
         return;
     }
     let dir = TempDir::new("python");
@@ -628,13 +630,11 @@ fn find_nginx() -> Option<PathBuf> {
 
 #[test]
 fn nginx_one_mebibyte() {
-    let Some(nginx) = find_nginx() else {
-        eprintln!(
-            "skipped: nginx is not installed (apt-get install nginx-light, or nginx); \
-             this test then serves a 1 MiB file from it on 127.0.0.1"
-        );
+    let nginx = find_nginx();
+    if !have_tool(nginx.is_some(), "nginx (apt-get install nginx-light)") {
         return;
-    };
+    }
+    let nginx = nginx.unwrap();
     let dir = TempDir::new("nginx");
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();

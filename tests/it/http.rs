@@ -7,7 +7,7 @@
 //! short timeouts and a fixed `Date`. Waits are bounded reads; the only sleeps pace a
 //! client on purpose (a slowloris trickle, a pause shorter than the keep-alive timeout).
 
-use crate::support::{connect, per_driver, read_to_end, Driver, InProcServer};
+use crate::support::{connect, have_tool, per_driver, read_to_end, Driver, InProcServer};
 use sockloop::proto::http::server::{HttpConfig, HttpServer};
 use sockloop::reactor::Config;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -573,8 +573,9 @@ per_driver!(testdata_cases_over_the_wire: testdata_reactor, testdata_threaded, t
 fn wrk_load(via: Driver) {
     match Command::new("wrk").arg("--version").output() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            eprintln!("skipped: wrk is not installed (install it with `apt-get install wrk`)");
-            return;
+            if !have_tool(false, "wrk (apt-get install wrk)") {
+                return;
+            }
         }
         Err(e) => panic!("running wrk failed: {e}"),
         Ok(_) => {}

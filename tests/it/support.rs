@@ -71,6 +71,22 @@ const _: () = assert!(
     "DRIVERS changed: teach per_driver! about the new driver"
 );
 
+/// Whether a tool a test needs (`what`: its name and how to install it) is here. Without
+/// it the test is skipped with a line on stderr, except under CI (`CI` set, as it is when
+/// `.ci/run` runs), where a missing tool fails the test: `.ci/run` installs every tool, so
+/// one missing there is a broken install, not a reason to pass.
+pub fn have_tool(present: bool, what: &str) -> bool {
+    if present {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} is required under CI (.ci/run installs it)"
+    );
+    eprintln!("skipped: {what} is not installed");
+    false
+}
+
 /// The default deadline for a wait in a test.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
