@@ -248,6 +248,12 @@ pub struct Session<P> {
     fin_pending: bool,
     /// Unsent output reached the high-water mark: reading is suspended.
     paused: bool,
+    /// The protocol is not called again: it (or the application) asked to close, or the
+    /// peer broke the protocol. Streaming and its timers end with it.
+    finished: bool,
+    /// The close is ours: decided while `Open`, so it ends as `Closed` even if the peer's
+    /// FIN comes before ours does.
+    ours: bool,
 }
 
 impl<P: Protocol + fmt::Debug> fmt::Debug for Session<P> {
@@ -276,7 +282,9 @@ impl<P: Protocol> Session<P> {
         now: Instant,
         timeout: Option<Duration>,
     ) -> Session<P> {
-        let deadline = timeout.map_or(NEVER, |t| clock::ceil(now + t));
+        let deadline = timeout
+            .and_then(|t| now.checked_add(t))
+            .map_or(NEVER, clock::ceil);
         Session::new(proto, cfg, Phase::Connecting, clock::ceil(now), deadline)
     }
 
@@ -292,6 +300,8 @@ impl<P: Protocol> Session<P> {
             stream_idle: false,
             fin_pending: false,
             paused: false,
+            finished: false,
+            ours: false,
         }
     }
 
@@ -360,7 +370,8 @@ impl<P: Protocol> Session<P> {
     pub fn wants_writable(&self, cx: &Context) -> bool {
         self.streaming
             && !self.stream_idle
-            && matches!(self.phase, Phase::Open | Phase::PeerClosed)
+            && self.protocol_live()
+            && self.phase != Phase::HalfClosed
             && cx.tx.is_empty()
             && self.buffered_output() == 0
     }
@@ -461,25 +472,27 @@ impl<P: Protocol> Session<P> {
 
     /// Hands `bytes`, after any input kept from before, to the protocol.
     fn deliver(&mut self, cx: &mut Context, bytes: &[u8]) {
-        let mut out = Out::new(&mut cx.tx, cx.now);
-        let held = self.spill.as_ref().is_some_and(|s| !s.input.is_empty());
-        let result = if held {
-            let spill = self.spill.as_mut().expect("held input");
-            spill.input.extend_from_slice(bytes);
-            self.proto
-                .handle_input(&spill.input, &mut out)
-                .map(|used| drop(spill.input.drain(..used.min(spill.input.len()))))
-        } else {
-            // The common case: nothing kept, so the bytes are handed over where they lie
-            // and only an unconsumed rest is copied.
-            self.proto.handle_input(bytes, &mut out).map(|used| {
-                if used < bytes.len() {
-                    let spill = self.spill.get_or_insert_with(Default::default);
-                    spill.input.extend_from_slice(&bytes[used..]);
-                }
-            })
-        };
-        let (streams, mut action) = (out.wants_writable(), out.action());
+        let spill = &mut self.spill;
+        let held = spill.as_ref().is_some_and(|s| !s.input.is_empty());
+        let c = call(&mut self.proto, cx, |proto, out| {
+            if held {
+                let kept = &mut spill.as_mut().expect("held input").input;
+                kept.extend_from_slice(bytes);
+                proto
+                    .handle_input(kept, out)
+                    .map(|used| drop(kept.drain(..used.min(kept.len()))))
+            } else {
+                // The common case: nothing kept, so the bytes are handed over where they
+                // lie and only an unconsumed rest is copied.
+                proto.handle_input(bytes, out).map(|used| {
+                    if used < bytes.len() {
+                        let s = spill.get_or_insert_with(Default::default);
+                        s.input.extend_from_slice(&bytes[used..]);
+                    }
+                })
+            }
+        });
+        let (result, streams, mut action) = (c.result, c.streams, c.action);
         let kept = self.spill.as_ref().map_or(0, |s| s.input.len());
         match result {
             // A protocol that closes will not consume the rest: it is dropped, not a limit.
@@ -513,12 +526,12 @@ impl<P: Protocol> Session<P> {
                 let was = self.phase;
                 let rest = self.spill.as_mut().map(|s| std::mem::take(&mut s.input));
                 let rest = rest.unwrap_or_default();
-                let mut out = Out::new(&mut cx.tx, cx.now);
-                let result = self.proto.handle_eof(&rest, &mut out);
-                let (streams, action) = (out.wants_writable(), out.action());
-                if let Err(e) = result {
+                let c = call(&mut self.proto, cx, |p, out| p.handle_eof(&rest, out));
+                let (streams, mut action) = (c.streams, c.action);
+                if let Err(e) = c.result {
                     log::debug!("conn {}: {e}", cx.id);
                     self.decide(CloseReason::PeerError(e.reason().to_string()));
+                    action = action.max_close();
                 }
                 if was == Phase::HalfClosed {
                     // Both FINs are out: nothing more can move either way.
@@ -528,9 +541,8 @@ impl<P: Protocol> Session<P> {
                 self.after_call(cx, streams, action);
             }
             Phase::Closing => {
-                // We were about to close anyway; the peer's FIN beat ours. The close was
-                // ours (unless a cause was decided), however the FINs crossed.
-                self.decide(CloseReason::Closed);
+                // We were about to close anyway; the peer's FIN beat ours (`ours` keeps
+                // the close ours).
                 self.set_phase(Phase::PeerClosed, cx);
                 self.settle(cx);
             }
@@ -560,10 +572,8 @@ impl<P: Protocol> Session<P> {
             return self.end(cx, CloseReason::WriteStall);
         }
         if self.protocol_live() && self.proto.poll_timeout().is_some_and(|t| t <= cx.now) {
-            let mut out = Out::new(&mut cx.tx, cx.now);
-            self.proto.handle_timeout(&mut out);
-            let (streams, action) = (out.wants_writable(), out.action());
-            self.after_call(cx, streams, action);
+            let c = call(&mut self.proto, cx, |p, out| p.handle_timeout(out));
+            self.after_call(cx, c.streams, c.action);
         }
     }
 
@@ -574,12 +584,10 @@ impl<P: Protocol> Session<P> {
             return;
         }
         self.streaming = false;
-        let mut out = Out::new(&mut cx.tx, cx.now);
-        self.proto.handle_writable(&mut out);
-        let (streams, action) = (out.wants_writable(), out.action());
+        let c = call(&mut self.proto, cx, |p, out| p.handle_writable(out));
         // Asked for more but had nothing to give: wait for another event, not spin.
-        self.stream_idle = streams && out.is_empty();
-        self.after_call(cx, streams, action);
+        self.stream_idle = c.streams && c.silent;
+        self.after_call(cx, c.streams, c.action);
     }
 
     /// The server is shutting down gracefully: the protocol may finish (by default it
@@ -588,10 +596,8 @@ impl<P: Protocol> Session<P> {
         self.begin(cx);
         match self.phase {
             Phase::Open | Phase::HalfClosed => {
-                let mut out = Out::new(&mut cx.tx, cx.now);
-                self.proto.handle_shutdown(&mut out);
-                let (streams, action) = (out.wants_writable(), out.action());
-                self.after_call(cx, streams, action);
+                let c = call(&mut self.proto, cx, |p, out| p.handle_shutdown(out));
+                self.after_call(cx, c.streams, c.action);
             }
             Phase::Connecting => self.end(cx, CloseReason::Shutdown),
             _ => {}
@@ -625,10 +631,7 @@ impl<P: Protocol> Session<P> {
                 }
             }
         } else {
-            let fresh = std::mem::take(&mut cx.tx);
-            self.queue(cx, &fresh[n.min(fresh.len())..]);
-            cx.tx = fresh;
-            cx.tx.clear();
+            self.queue_fresh(cx, n);
             if self.phase == Phase::Closed {
                 return;
             }
@@ -716,8 +719,12 @@ impl<P: Protocol> Session<P> {
             Action::Abort => return self.end(cx, CloseReason::Aborted),
             Action::CloseAfterFlush => {
                 self.streaming = false;
+                self.finished = true;
                 match self.phase {
-                    Phase::Open => self.set_phase(Phase::Closing, cx),
+                    Phase::Open => {
+                        self.ours = true;
+                        self.set_phase(Phase::Closing, cx);
+                    }
                     // Our FIN is out already: wait for the peer's.
                     Phase::HalfClosed => self.drain(cx),
                     // Closes once everything is sent anyway.
@@ -742,8 +749,8 @@ impl<P: Protocol> Session<P> {
                 cx.tx.clear();
             }
             // No socket to write to yet: the bytes wait for the connect.
-            Phase::Connecting => self.queue_fresh(cx),
-            _ if self.buffered_output() > 0 => self.queue_fresh(cx),
+            Phase::Connecting => self.queue_fresh(cx, 0),
+            _ if self.buffered_output() > 0 => self.queue_fresh(cx, 0),
             _ => {}
         }
         if self.phase != Phase::Closed {
@@ -759,14 +766,13 @@ impl<P: Protocol> Session<P> {
         }
     }
 
-    /// Moves all fresh output behind what is queued.
-    fn queue_fresh(&mut self, cx: &mut Context) {
-        if !cx.tx.is_empty() {
-            let fresh = std::mem::take(&mut cx.tx);
-            self.queue(cx, &fresh);
-            cx.tx = fresh;
-            cx.tx.clear();
-        }
+    /// Moves the fresh output from `from` on behind what is queued; the context's sink is
+    /// empty afterwards (and keeps its memory for the next call).
+    fn queue_fresh(&mut self, cx: &mut Context, from: usize) {
+        let mut fresh = std::mem::take(&mut cx.tx);
+        self.queue(cx, &fresh[from.min(fresh.len())..]);
+        fresh.clear();
+        cx.tx = fresh;
     }
 
     /// Keeps `bytes` behind what waits; enforces the output limit and the high-water mark.
@@ -806,13 +812,23 @@ impl<P: Protocol> Session<P> {
             && cx.tx.is_empty()
             && self.buffered_output() == 0
         {
-            self.end(cx, CloseReason::PeerClosed);
+            // The peer's FIN came first, unless we had decided to close already and the
+            // FINs crossed.
+            let reason = if self.ours {
+                CloseReason::Closed
+            } else {
+                CloseReason::PeerClosed
+            };
+            self.end(cx, reason);
         }
     }
 
     /// Our FIN is out: discard input until the peer's FIN or the linger deadline.
     fn drain(&mut self, cx: &mut Context) {
-        self.deadline = clock::ceil(cx.now + self.cfg.linger);
+        self.deadline = cx
+            .now
+            .checked_add(self.cfg.linger)
+            .map_or(NEVER, clock::ceil);
         self.set_phase(Phase::Draining, cx);
     }
 
@@ -830,17 +846,19 @@ impl<P: Protocol> Session<P> {
             return;
         }
         cx.tx.clear();
-        let decided = self.spill.take().and_then(|s| s.reason);
-        let reason = decided.unwrap_or(reason);
+        let mut spill = self.spill.take().unwrap_or_default();
+        let reason = spill.reason.take().unwrap_or(reason);
         log::trace!("conn {}: closing: {reason}", cx.id);
         self.streaming = false;
         self.paused = false;
         self.set_phase(Phase::Closed, cx);
         self.proto.handle_close(&reason);
-        self.spill = Some(Box::new(Spill {
+        // Unsent output and unconsumed input go; the box stays, to hold the reason.
+        *spill = Spill {
             reason: Some(reason),
             ..Spill::default()
-        }));
+        };
+        self.spill = Some(spill);
     }
 
     fn set_phase(&mut self, next: Phase, cx: &Context) {
@@ -859,10 +877,11 @@ impl<P: Protocol> Session<P> {
 
     /// Returns true if and only if the protocol is still called (its timers count).
     fn protocol_live(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Open | Phase::PeerClosed | Phase::HalfClosed
-        )
+        !self.finished
+            && matches!(
+                self.phase,
+                Phase::Open | Phase::PeerClosed | Phase::HalfClosed
+            )
     }
 
     /// The idle deadline, in clock ms (`NEVER` if none applies).
@@ -885,6 +904,34 @@ impl<P: Protocol> Session<P> {
             }
             _ => NEVER,
         }
+    }
+}
+
+/// What one protocol call returned and asked for.
+struct Called<R> {
+    result: R,
+    /// It asked for `handle_writable` ([`Out::want_writable`]).
+    streams: bool,
+    action: Action,
+    /// It wrote nothing.
+    silent: bool,
+}
+
+/// Lends `cx`'s sink to one protocol call: the one place a protocol is called with an `Out`
+/// (besides `open`, whose `Out` also carries the peer and the mailbox).
+fn call<P: Protocol, R>(
+    proto: &mut P,
+    cx: &mut Context,
+    f: impl FnOnce(&mut P, &mut Out<'_>) -> R,
+) -> Called<R> {
+    let before = cx.tx.len();
+    let mut out = Out::new(&mut cx.tx, cx.now);
+    let result = f(proto, &mut out);
+    Called {
+        result,
+        streams: out.wants_writable(),
+        action: out.action(),
+        silent: out.len() == before,
     }
 }
 

@@ -849,6 +849,23 @@ mod peer_closed {
     use super::*;
 
     #[test]
+    fn a_truncated_request_at_eof_ends_the_stream_it_started() {
+        // The request line starts a 1 MiB download; the bytes after it are half a line,
+        // which the default handle_eof calls a truncated message.
+        let mut d = Driver::new(Download::new(1 << 20, 1024));
+        d.room = Some(0);
+        d.feed(b"GET\nhalf a li");
+        d.eof();
+        d.flush(None);
+        assert!(
+            d.wire.len() < 1 << 20,
+            "the stream stopped at the peer error ({} bytes sent)",
+            d.wire.len()
+        );
+        assert!(matches!(d.closed, Some(CloseReason::PeerError(_))));
+    }
+
+    #[test]
     fn eof_with_nothing_owed_closes_at_once() {
         let mut d = Driver::new(Echo);
         d.feed(b"hi");
@@ -947,6 +964,63 @@ mod peer_closed {
 
 mod closing {
     use super::*;
+
+    /// Says `bye` and closes on its first input; always has a timer 10 ms out and asks to
+    /// stream: neither may be acted on once it has closed.
+    struct ByeWithTimer {
+        t0: Instant,
+    }
+
+    impl Protocol for ByeWithTimer {
+        fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+            out.push(b"bye\n");
+            out.close();
+            Ok(input.len())
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            Some(self.t0 + ms(10))
+        }
+        fn handle_timeout(&mut self, out: &mut Out<'_>) {
+            out.push(b"tick\n");
+            out.want_writable();
+        }
+        fn handle_writable(&mut self, out: &mut Out<'_>) {
+            out.push(b"more\n");
+        }
+    }
+
+    #[test]
+    fn the_protocol_is_not_called_once_it_closed_even_when_the_fins_cross() {
+        let t0 = Instant::now();
+        let mut d = Driver::new(ByeWithTimer { t0 });
+        d.room = Some(0);
+        d.feed(b"x");
+        d.eof();
+        assert_eq!(d.s.phase(), Phase::PeerClosed, "the peer's FIN beat ours");
+        assert_eq!(d.s.poll_timeout(), None, "its timer no longer counts");
+        d.cx.now = t0 + ms(50);
+        d.timeout();
+        assert_eq!(d.count("timeout"), 0);
+        assert_eq!(d.count("writable"), 0);
+        d.flush(None);
+        assert_eq!(d.wire, b"bye\n");
+        assert_eq!(d.closed, Some(CloseReason::Closed));
+    }
+
+    #[test]
+    fn a_failure_after_the_fins_crossed_is_reported_as_itself() {
+        let mut d = Driver::new(Lines::default());
+        d.room = Some(0);
+        d.feed(b"quit\n");
+        d.eof();
+        assert_eq!(d.s.phase(), Phase::PeerClosed);
+        d.fail(CloseReason::Io(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(
+            d.closed,
+            Some(CloseReason::Io(std::io::ErrorKind::ConnectionReset)),
+            "the reply never arrived: not Closed"
+        );
+    }
 
     #[test]
     fn input_is_discarded_while_closing() {
