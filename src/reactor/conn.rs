@@ -67,6 +67,14 @@ impl Ready {
     }
 }
 
+/// Why a connection is visited: readiness or a revisit may read; anything else only
+/// transmits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    Read,
+    Write,
+}
+
 /// How much one visit may move: bytes read, and bytes a streaming protocol produces.
 struct Budget {
     read: usize,
@@ -195,6 +203,12 @@ impl Conn {
     /// first. `peer` is the address `accept` returned, if known; otherwise it is asked of
     /// the socket.
     pub fn open(&mut self, tag: Tag, core: &mut Core, peer: Option<&Endpoint>) {
+        self.open_session(tag, core, peer);
+        self.drive(tag, core, Visit::Write);
+    }
+
+    /// Tells the session the connection is established, with this connection's mailbox.
+    fn open_session(&mut self, tag: Tag, core: &mut Core, peer: Option<&Endpoint>) {
         let fetched;
         let peer = match peer {
             Some(p) => Some(p),
@@ -212,7 +226,6 @@ impl Conn {
         };
         let cx = core.cx(tag);
         self.session.open(cx, peer, Some(&make));
-        self.drive(tag, core);
     }
 
     /// The poller reported readiness for this connection.
@@ -234,20 +247,20 @@ impl Conn {
         if ev.readable || ev.read_closed || ev.error {
             self.read_ready = true;
         }
-        self.drive(tag, core);
+        self.drive(tag, core, Visit::Read);
     }
 
     /// Revisited on the next turn after its budget ran out, without a new edge.
     pub fn revisit(&mut self, tag: Tag, core: &mut Core) {
         self.revisit_queued = false;
-        self.drive(tag, core);
+        self.drive(tag, core, Visit::Read);
     }
 
     /// A timer for this connection fired: the session acts on whichever deadline passed.
     pub fn on_timer(&mut self, tag: Tag, core: &mut Core) {
         let cx = core.cx(tag);
         self.session.timeout(cx);
-        self.drive(tag, core);
+        self.drive(tag, core, Visit::Write);
     }
 
     /// Queues `bytes` from outside the protocol (an embedder's `Reactor::send`, a mailbox
@@ -255,8 +268,8 @@ impl Conn {
     pub fn send_external(&mut self, bytes: &[u8], tag: Tag, core: &mut Core) -> bool {
         let cx = core.cx(tag);
         let sent = self.session.send(cx, bytes);
-        self.drive(tag, core);
-        sent && self.phase() != Phase::Closed
+        self.drive(tag, core, Visit::Write);
+        sent
     }
 
     /// Closes once queued output is sent, as if the protocol had asked
@@ -264,14 +277,14 @@ impl Conn {
     pub fn close_external(&mut self, tag: Tag, core: &mut Core) {
         let cx = core.cx(tag);
         self.session.close(cx);
-        self.drive(tag, core);
+        self.drive(tag, core, Visit::Write);
     }
 
     /// Half-closes at the application's request (`Reactor::shutdown_write`).
     pub fn shutdown_write_external(&mut self, tag: Tag, core: &mut Core) -> bool {
         let cx = core.cx(tag);
         let done = self.session.shutdown_write(cx);
-        self.drive(tag, core);
+        self.drive(tag, core, Visit::Write);
         done
     }
 
@@ -279,7 +292,7 @@ impl Conn {
     pub fn shutdown(&mut self, tag: Tag, core: &mut Core) {
         let cx = core.cx(tag);
         self.session.shutdown(cx);
-        self.drive(tag, core);
+        self.drive(tag, core, Visit::Write);
     }
 
     /// Ends the connection now, for `reason` (the reactor stopping, a failed reregister).
@@ -291,25 +304,37 @@ impl Conn {
 
     // ---- moving bytes -----------------------------------------------------------------
 
-    /// One visit: transmit, then read while there is input and budget, transmitting after
-    /// each read; then reap if the session has ended.
-    fn drive(&mut self, tag: Tag, core: &mut Core) {
-        let mut budget = if self.revisit_queued {
+    /// One visit: transmit, then (for a readiness event or a revisit) read while there is
+    /// input and budget, transmitting after each read; then reap if the session has ended.
+    ///
+    /// Only readiness and revisits read: anything else that visits a connection in a turn
+    /// (a timer, a delivery, the application) only transmits, and leaves input it finds
+    /// waiting to a revisit, so no turn reads more than one budget.
+    fn drive(&mut self, tag: Tag, core: &mut Core, visit: Visit) {
+        let full = core.cfg.read_budget;
+        let mut budget = match (self.revisit_queued, visit) {
             // This turn's budget is spent: only write what is owed.
-            Budget {
+            (true, _) => Budget {
                 read: 0,
                 produce: 0,
-            }
-        } else {
-            Budget {
-                read: core.cfg.read_budget,
-                produce: core.cfg.read_budget.saturating_mul(4),
-            }
+            },
+            (false, Visit::Read) => Budget {
+                read: full,
+                produce: full.saturating_mul(4),
+            },
+            (false, Visit::Write) => Budget {
+                read: 0,
+                produce: full.saturating_mul(4),
+            },
         };
         self.transmit(tag, core, &mut budget);
         while self.read_ready && self.session.wants_read() {
             if budget.read == 0 {
-                self.yield_turn(tag, core, "read budget spent");
+                let why = match visit {
+                    Visit::Read => "read budget spent",
+                    Visit::Write => "input waiting",
+                };
+                self.yield_turn(tag, core, why);
                 break;
             }
             match self.stream.read(&mut core.read_buf) {
@@ -330,8 +355,11 @@ impl Conn {
                         self.read_ready = false;
                     }
                     budget.read = budget.read.saturating_sub(n);
-                    core.cx(tag);
-                    let Core { cx, read_buf, .. } = &mut *core;
+                    let Core {
+                        cx, read_buf, now, ..
+                    } = &mut *core;
+                    cx.now = *now;
+                    cx.id = tag.key as u64;
                     self.session.feed(cx, &read_buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -356,7 +384,8 @@ impl Conn {
     /// Offers the socket what the session owes, sends the FIN it asks for, and asks a
     /// streaming protocol for more while the budget lasts.
     fn transmit(&mut self, tag: Tag, core: &mut Core, budget: &mut Budget) {
-        core.cx(tag);
+        // Set the context to this connection for the `sent`/`fin_sent`/`writable` calls.
+        let _ = core.cx(tag);
         loop {
             let bytes = self.session.poll_transmit(&core.cx);
             if !bytes.is_empty() {
@@ -443,8 +472,8 @@ impl Conn {
         );
         core.stats.connected += 1;
         // Bytes the application queued while connecting go first; the WRITABLE edge that
-        // announced the connect is spent, so `drive` writes them now.
-        self.open(tag, core, None);
+        // announced the connect is spent, so the visit that follows writes them now.
+        self.open_session(tag, core, None);
         self.phase() != Phase::Closed
     }
 
