@@ -9,7 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Serves a datagram protocol on a blocking socket until `stop` is set (checked between
-/// datagrams; the socket's read timeout bounds the wait) or the socket fails.
+/// datagrams; the socket's read timeout bounds the wait). Errors of single datagrams
+/// are logged and skipped, so it returns `Ok` once stopped.
+///
+/// # Errors
+///
+/// None today; the `Result` leaves room for a socket that fails for good.
 pub fn serve_datagrams<P: DatagramProtocol + ?Sized>(
     sock: &BlockingDatagram,
     proto: &mut P,
@@ -62,6 +67,11 @@ pub enum BlockingDatagram {
 
 impl BlockingDatagram {
     /// Binds at `at`, with a read timeout of `poll` so a stop request is noticed.
+    ///
+    /// # Errors
+    ///
+    /// If the socket cannot be bound (the address is in use, a live socket file is at the
+    /// path) or its timeout set.
     pub fn bind(at: &Endpoint, poll: Duration) -> io::Result<BlockingDatagram> {
         let sock = match at {
             Endpoint::Inet(a) => BlockingDatagram::Udp(std::net::UdpSocket::bind(a)?),
@@ -78,6 +88,10 @@ impl BlockingDatagram {
     }
 
     /// The bound endpoint.
+    ///
+    /// # Errors
+    ///
+    /// If the OS cannot say (`getsockname` failed).
     pub fn local_addr(&self) -> io::Result<Endpoint> {
         match self {
             BlockingDatagram::Udp(s) => s.local_addr().map(Endpoint::Inet),

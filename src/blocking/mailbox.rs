@@ -1,58 +1,95 @@
-//! Delivery from other threads: a [`Mailbox`] under the blocking drivers writes straight
-//! to the connection's socket, under one lock with the connection's own writes.
+//! Delivery from other threads: a [`Mailbox`](crate::proto::Mailbox) under the blocking
+//! drivers writes straight to the connection's socket, under one lock with the
+//! connection's own writes, so a delivery never lands inside a message.
+//!
+//! A blocking connection's thread sits in `read`, so nothing can hand it bytes to send;
+//! the delivering thread writes them itself (with a bounded timeout, so a peer that does
+//! not read cannot hold it up). What a delivery means for the connection (a close once
+//! what is queued is sent, a drop when the peer does not read) is told to its thread
+//! through flags it reads when its `read` returns.
 
 use super::socket::BlockingStream;
 use crate::proto::Deliver;
 use std::io::{self, Write};
 use std::net::Shutdown;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// How long a [`Mailbox`](crate::proto::Mailbox) delivery may block on a peer that does not read before that
-/// peer is dropped: a slow reader must not hold up the connection delivering to it.
+/// How long a [`Mailbox`](crate::proto::Mailbox) delivery may block on a peer that does
+/// not read before that peer is dropped: a slow reader must not hold up the connection
+/// delivering to it.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The blocking side of a [`Mailbox`]: another thread writes straight to the socket,
-/// under the same lock as the connection's own writes so messages never interleave.
+/// The connection's socket as its mailboxes share it (a second handle, made with `dup`
+/// when the protocol first asks for a mailbox), and what they have asked of it.
+pub(super) struct Shared {
+    pub(super) stream: Box<dyn BlockingStream>,
+    /// The write timeout the socket has now. `SO_SNDTIMEO` belongs to the socket, not to
+    /// the fd, so each writer sets its own before it writes (only when it differs).
+    timeout: Option<Duration>,
+    /// `Mailbox::close` was called: close once what is queued has been sent.
+    pub(super) close_requested: bool,
+    /// A delivery failed (the peer stopped reading), or the connection has ended:
+    /// deliveries fail from now on.
+    pub(super) gone: bool,
+}
+
+impl Shared {
+    pub(super) fn new(stream: Box<dyn BlockingStream>) -> Shared {
+        Shared {
+            stream,
+            timeout: None,
+            close_requested: false,
+            gone: false,
+        }
+    }
+
+    /// Sets the socket's write timeout to `t`, unless it is `t` already.
+    pub(super) fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        if self.timeout != t {
+            self.stream.set_write_timeout(t)?;
+            self.timeout = t;
+        }
+        Ok(())
+    }
+}
+
+/// Locks `shared`, whatever a panicking holder left behind (the socket is still usable).
+pub(super) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The blocking side of a [`Mailbox`](crate::proto::Mailbox): another thread writes
+/// straight to the socket, under the lock the connection's own writes take.
 pub(super) struct StreamMailbox {
-    pub(super) writer: Arc<Mutex<Box<dyn BlockingStream>>>,
+    pub(super) shared: Arc<Mutex<Shared>>,
 }
 
 impl Deliver for StreamMailbox {
     fn deliver(&self, bytes: &[u8]) -> bool {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        match w.write_all(bytes) {
+        let mut s = lock(&self.shared);
+        if s.gone || s.close_requested {
+            return false;
+        }
+        let written = s
+            .set_write_timeout(Some(DELIVERY_TIMEOUT))
+            .and_then(|()| s.stream.write_all(bytes));
+        match written {
             Ok(()) => true,
             Err(e) => {
                 log::debug!("delivery failed ({e}): dropping the connection");
-                let _ = w.shutdown(Shutdown::Both);
+                s.gone = true;
+                // Its thread's read (or write) returns and finds `gone`.
+                let _ = s.stream.shutdown(Shutdown::Both);
                 false
             }
         }
     }
 
     fn close(&self) {
-        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        // Our blocking read then returns 0 and the connection ends.
-        let _ = w.shutdown(Shutdown::Both);
-    }
-}
-
-/// Where a connection's own output goes: straight to the socket, or, once a mailbox
-/// exists, through the lock it shares with deliveries from other threads.
-pub(super) struct Writer {
-    pub(super) shared: std::cell::OnceCell<Arc<Mutex<Box<dyn BlockingStream>>>>,
-}
-
-impl Writer {
-    pub(super) fn write<S: BlockingStream + ?Sized>(
-        &self,
-        stream: &mut S,
-        bytes: &[u8],
-    ) -> io::Result<usize> {
-        match self.shared.get() {
-            Some(w) => w.lock().unwrap_or_else(|p| p.into_inner()).write(bytes),
-            None => stream.write(bytes),
-        }
+        let mut s = lock(&self.shared);
+        s.close_requested = true;
+        // Wakes the connection's blocked read (it returns 0); its writes still work.
+        let _ = s.stream.shutdown(Shutdown::Read);
     }
 }

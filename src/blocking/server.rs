@@ -45,8 +45,6 @@ struct Inner {
     open: Mutex<HashMap<u64, std::os::fd::RawFd>>,
     /// Signalled whenever an entry leaves `open` (a graceful stop waits on it).
     closed: Condvar,
-    /// The grace period of a graceful stop, in milliseconds, set when it begins.
-    grace_ms: AtomicU64,
     /// The limits and timeouts of every connection.
     cfg: Arc<SessionConfig>,
     stats: BlockingStats,
@@ -87,17 +85,15 @@ impl BlockingServer {
             state: AtomicU8::new(RUNNING),
             open: Mutex::new(HashMap::new()),
             closed: Condvar::new(),
-            grace_ms: AtomicU64::new(0),
             cfg: Arc::new(cfg),
             stats: BlockingStats::default(),
         });
         let shared = Arc::clone(&inner);
-        let wake = addr.clone();
         let accept_thread = std::thread::Builder::new()
             .name(format!("{mode:?}-accept").to_lowercase())
             .spawn(move || {
                 accept_loop(listener, mode, factory, &shared);
-                finish(&shared, &wake);
+                finish(&shared);
             })?;
         log::info!("listening on {addr} ({mode:?} driver)");
         Ok(BlockingServer {
@@ -167,8 +163,13 @@ impl Drop for BlockingServer {
     }
 }
 
-/// Starts a graceful stop; returns false if a stop had begun already.
-fn begin_shutdown(inner: &Inner, addr: &Endpoint, grace: Duration) -> bool {
+/// Starts a graceful stop; returns false if a stop had begun already. A thread of its own
+/// enforces the grace period, so it holds whatever the accept thread is doing (serving a
+/// connection itself, in iterative mode).
+fn begin_shutdown(inner: &Arc<Inner>, addr: &Endpoint, grace: Duration) -> bool {
+    // Under the lock a connection registers with, so none slips in between the state
+    // change and the wake-ups below.
+    let open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
     if inner
         .state
         .compare_exchange(RUNNING, DRAINING, Ordering::SeqCst, Ordering::SeqCst)
@@ -176,13 +177,10 @@ fn begin_shutdown(inner: &Inner, addr: &Endpoint, grace: Duration) -> bool {
     {
         return false;
     }
-    let open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
     log::info!(
         "shutdown: stopped accepting; waiting up to {grace:?} for {} connections to finish",
         open.len()
     );
-    let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-    inner.grace_ms.store(ms, Ordering::SeqCst);
     for &fd in open.values() {
         // SAFETY: shutdown(2) on an fd that is open while we hold the lock (see `open`);
         // it touches no memory. A blocked read on it then returns 0; writes still work.
@@ -190,15 +188,47 @@ fn begin_shutdown(inner: &Inner, addr: &Endpoint, grace: Duration) -> bool {
     }
     drop(open);
     wake_accept(addr);
+    let (timer_inner, timer_addr) = (Arc::clone(inner), addr.clone());
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-grace".into())
+        .spawn(move || {
+            let (inner, addr) = (timer_inner, timer_addr);
+            let open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
+            let (open, waited) = inner
+                .closed
+                .wait_timeout_while(open, grace, |open| {
+                    !open.is_empty() && inner.state.load(Ordering::SeqCst) == DRAINING
+                })
+                .unwrap_or_else(|p| p.into_inner());
+            let left = open.len();
+            drop(open);
+            if waited.timed_out() && left > 0 {
+                log::info!("shutdown: grace period over; closing {left} connections still open");
+                stop(&inner, &addr);
+            } else if left == 0 {
+                log::info!("shutdown: every connection finished");
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the shutdown's grace timer ({e}): stopping at once");
+        stop(inner, addr);
+    }
     true
 }
 
 fn stop(inner: &Inner, addr: &Endpoint) {
-    if inner.state.swap(STOPPED, Ordering::SeqCst) == STOPPED {
+    let was = inner.state.swap(STOPPED, Ordering::SeqCst);
+    if was == STOPPED {
         return;
     }
     shut_all(inner);
-    wake_accept(addr);
+    // After the state change and under the lock once (in `shut_all`), so a waiter that
+    // checked the state before cannot miss this.
+    inner.closed.notify_all();
+    if was == RUNNING {
+        // (A graceful stop has woken the accept loop already.)
+        wake_accept(addr);
+    }
     log::info!("blocking server on {addr} stopped");
 }
 
@@ -236,33 +266,28 @@ fn wake_accept(addr: &Endpoint) {
     }
 }
 
-/// After the accept loop: wait for the connections still open, for the grace period of a
-/// graceful stop, then shut down the rest and wait for them to end.
-fn finish(inner: &Inner, addr: &Endpoint) {
-    if inner.state.load(Ordering::SeqCst) == DRAINING {
-        let grace = Duration::from_millis(inner.grace_ms.load(Ordering::SeqCst));
-        let open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
-        let (open, waited) = inner
-            .closed
-            .wait_timeout_while(open, grace, |open| !open.is_empty())
-            .unwrap_or_else(|p| p.into_inner());
-        if waited.timed_out() {
-            log::info!(
-                "shutdown: grace period over; closing {} connections still open",
-                open.len()
-            );
-        } else {
-            log::info!("shutdown: every connection finished");
-        }
-        drop(open);
-        stop(inner, addr);
-    }
-    // After an immediate stop every connection ends promptly (its socket is shut down);
-    // the bound keeps a wedged thread from hanging `join` forever.
+/// After the accept loop: wait for every connection to end. While a graceful stop drains,
+/// its grace timer stops what outlives the grace; after a stop every connection ends
+/// promptly (its socket is shut down), and the bound keeps one wedged thread from hanging
+/// `join` forever.
+fn finish(inner: &Inner) {
     let open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
-    let _ = inner
+    let open = inner
         .closed
-        .wait_timeout_while(open, Duration::from_secs(5), |open| !open.is_empty());
+        .wait_while(open, |open| {
+            !open.is_empty() && inner.state.load(Ordering::SeqCst) == DRAINING
+        })
+        .unwrap_or_else(|p| p.into_inner());
+    let (open, waited) = inner
+        .closed
+        .wait_timeout_while(open, Duration::from_secs(5), |open| !open.is_empty())
+        .unwrap_or_else(|p| p.into_inner());
+    if waited.timed_out() {
+        log::warn!(
+            "{} connections did not end within 5 s of the stop",
+            open.len()
+        );
+    }
 }
 
 fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: &Arc<Inner>) {
@@ -309,22 +334,52 @@ fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: 
     }
 }
 
+/// A connection's entry in `Inner::open` while it is served: removed when dropped (also
+/// when its protocol panics), before the connection's fd is closed.
+struct Registered<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl<'a> Registered<'a> {
+    /// Registers `fd`, unless a stop has begun (checked under the lock a stop takes: either
+    /// the stop sees this entry, or we see the stop).
+    fn new(inner: &'a Inner, id: u64, fd: std::os::fd::RawFd) -> Option<Registered<'a>> {
+        let mut open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.state.load(Ordering::SeqCst) != RUNNING {
+            inner.stats.closed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        open.insert(id, fd);
+        Some(Registered { inner, id })
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        self.inner.closed.notify_all();
+        self.inner.stats.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 fn run_one(
-    mut stream: Box<dyn BlockingStream>,
+    stream: Box<dyn BlockingStream>,
     peer: Endpoint,
     id: u64,
     mut proto: Box<dyn Protocol + Send>,
     inner: &Inner,
 ) {
-    {
-        let mut open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
-        // Checked under the lock a stop takes: either it sees this entry, or we see it.
-        if inner.state.load(Ordering::SeqCst) != RUNNING {
-            inner.stats.closed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        open.insert(id, stream.raw_fd());
-    }
+    // Declared before the entry, so dropped after it: the fd (and its number) is released
+    // only once no stop can shut it down any more.
+    let mut stream = stream;
+    let Some(_entry) = Registered::new(inner, id, stream.raw_fd()) else {
+        return;
+    };
     let mut session = Session::accepted(&mut *proto, Arc::clone(&inner.cfg), Instant::now());
     let reason = drive(
         &mut *stream,
@@ -334,13 +389,4 @@ fn run_one(
         Some(&inner.state),
     );
     log::debug!("close {peer} (conn {id}): {reason}");
-    inner
-        .open
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
-    inner.closed.notify_all();
-    inner.stats.closed.fetch_add(1, Ordering::Relaxed);
-    // Only now, with the entry gone, may the fd be closed (and its number reused).
-    drop(stream);
 }

@@ -68,6 +68,11 @@ pub enum BlockingListener {
 impl BlockingListener {
     /// Binds a listener at `at`: TCP with sockloop's backlog, or a Unix socket path
     /// (a stale socket file is removed first).
+    ///
+    /// # Errors
+    ///
+    /// If the socket cannot be bound or listen (the address is in use, a live socket file
+    /// is at the path).
     pub fn bind(at: &Endpoint) -> io::Result<BlockingListener> {
         match at {
             Endpoint::Inet(a) => Ok(BlockingListener::Tcp(crate::net::bind_tcp(*a)?)),
@@ -79,6 +84,10 @@ impl BlockingListener {
     }
 
     /// The bound endpoint.
+    ///
+    /// # Errors
+    ///
+    /// If the OS cannot say (`getsockname` failed).
     pub fn local_addr(&self) -> io::Result<Endpoint> {
         match self {
             BlockingListener::Tcp(l) => l.local_addr().map(Endpoint::Inet),

@@ -6,7 +6,8 @@
 //! byte stream and one event order they must produce the same result; a row that differs
 //! between drivers is a bug in a driver. The protocol is [`Script`], a line protocol whose
 //! requests exercise each rule: replies, pipelining, streaming after the peer's FIN, a
-//! peer error, input over the limit, a close it asks for.
+//! peer error, input over the limit, a close it asks for, idle timeout, a graceful
+//! shutdown followed or ignored.
 
 use crate::support::{
     connect, pattern, per_driver, wait_until, Driver, InProcServer, DEADLINE, WAIT,
@@ -21,10 +22,12 @@ use std::time::Duration;
 
 /// A line protocol. `stream N` answers with N bytes of [`pattern`] through
 /// `handle_writable`, 64 KiB a piece; `bad` answers `ERR` and is a peer error; `bye`
-/// answers `bye` and closes; any other line is echoed. Only whole lines are consumed.
+/// answers `bye` and closes; `stay` answers `staying` and from then on ignores a graceful
+/// shutdown; any other line is echoed. Only whole lines are consumed.
 struct Script {
     left: usize,
     sent: usize,
+    stay: bool,
     closed: mpsc::Sender<CloseReason>,
 }
 
@@ -45,6 +48,11 @@ impl Protocol for Script {
                     out.push(b"bye\n");
                     out.close();
                     return Ok(used);
+                }
+                b"stay" => {
+                    out.push(b"staying\n");
+                    self.stay = true;
+                    continue;
                 }
                 _ => {}
             }
@@ -69,6 +77,12 @@ impl Protocol for Script {
         self.left -= n;
         if self.left > 0 {
             out.want_writable();
+        }
+    }
+
+    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
+        if !self.stay {
+            out.close();
         }
     }
 
@@ -109,6 +123,13 @@ fn plain() -> Config {
         max_connections: 64,
         shutdown_grace: Duration::from_secs(3),
         ..Config::default()
+    }
+}
+
+fn short_grace() -> Config {
+    Config {
+        shutdown_grace: Duration::from_millis(300),
+        ..plain()
     }
 }
 
@@ -186,6 +207,13 @@ const CASES: &[Case] = &[
         expect: || b"hi\n".to_vec(),
         reason: || CloseReason::Closed,
     },
+    Case {
+        name: "graceful shutdown a protocol ignores: closed at the grace deadline",
+        steps: &[Step::Send(b"stay\n"), Step::StopServer],
+        cfg: short_grace,
+        expect: || b"staying\n".to_vec(),
+        reason: || CloseReason::Shutdown,
+    },
 ];
 
 /// Runs `case` under `driver`: the bytes the client read and the reason the protocol was
@@ -195,6 +223,7 @@ fn run(case: &Case, driver: Driver) -> (Vec<u8>, CloseReason) {
     let server = InProcServer::start(driver, (case.cfg)(), move || Script {
         left: 0,
         sent: 0,
+        stay: false,
         closed: tx.clone(),
     });
     let mut client = connect(server.addr());
