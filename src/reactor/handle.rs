@@ -91,6 +91,12 @@ impl Shared {
         self.local.swap(false, Ordering::SeqCst)
     }
 
+    /// Returns true if and only if commands queued from the loop's thread wait for a turn
+    /// (no wake-up was sent for them, so the loop must not sleep).
+    pub fn has_local_work(&self) -> bool {
+        self.local.load(Ordering::SeqCst)
+    }
+
     pub fn set_loop_thread(&self) {
         let me = std::thread::current().id();
         let mut t = self.loop_thread.lock().unwrap_or_else(|p| p.into_inner());

@@ -3,8 +3,9 @@
 //! # One turn of the loop ([`Reactor::run_once`])
 //!
 //! ```text
-//!   1. timeout = 0 if a connection is waiting to be revisited, else the time to the
-//!      nearest timer (min the caller's timeout), else none: sleep until an event
+//!   1. timeout = 0 if a connection is waiting to be revisited or work queued from this
+//!      thread is left over, else the time to the nearest timer (min the caller's
+//!      timeout), else none: sleep until an event
 //!   2. poll(events, timeout)                 <- the only place the thread blocks
 //!   3. for each event: decode the token ─┬─ Waker     -> run posted tasks
 //!                                        ├─ Listener  -> accept until WouldBlock/limits
@@ -16,8 +17,10 @@
 //!      (a token whose generation no longer matches its slot is stale: dropped)
 //!   4. revisit sources whose budget ran out last turn (no new edge will come)
 //!   5. fire expired timers (connection deadlines, accept back-off, user timers)
-//!   6. reap: deregister and close every connection that reached Closed this turn,
-//!      then let paused listeners accept again into the freed room
+//!   6. run what was queued from this thread during the turn (mailbox deliveries, posted
+//!      tasks), again until nothing is left (at most 16 rounds); then reap: deregister
+//!      and close every connection that reached Closed this turn, and let paused
+//!      listeners accept again into the freed room
 //! ```
 //!
 //! After each visit to a connection its poller interest and its deadline are derived
@@ -68,6 +71,10 @@ use stream::{ListenSocket, Stream};
 use timers::{TimerKind, Timers};
 use token::{Tag, Wake, MAX_KEY, WAKER};
 use udp::{Datagram, DgramSocket};
+
+/// How many times step 6 of a turn runs the work queued from the loop's own thread during
+/// that step, before leaving the rest to the next turn (which then does not sleep).
+const LOCAL_ROUNDS: usize = 16;
 
 /// Per-connection timeouts, set for the whole reactor in [`Config::timeouts`] or per
 /// listener with [`Reactor::listen_with`].
@@ -1000,7 +1007,7 @@ impl Reactor {
     ///
     /// [`AsRawFd`]: std::os::fd::AsRawFd
     pub fn next_timeout(&mut self) -> Option<Duration> {
-        if !self.core.revisit.is_empty() {
+        if !self.core.revisit.is_empty() || self.shared.has_local_work() {
             return Some(Duration::ZERO);
         }
         let slots = &self.slots;
@@ -1017,7 +1024,7 @@ impl Reactor {
     fn turn(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         // 1. How long may we sleep?
         std::mem::swap(&mut self.revisiting, &mut self.core.revisit);
-        let timeout = if self.revisiting.is_empty() {
+        let timeout = if self.revisiting.is_empty() && !self.shared.has_local_work() {
             let slots = &self.slots;
             self.core.timers.prune_top(|kind| match kind {
                 TimerKind::User(t) => slots.get(t.key).is_some_and(|s| s.gen == t.gen),
@@ -1091,7 +1098,13 @@ impl Reactor {
 
         // 6. Deliveries queued from this thread during the turn (mailboxes), then reap and
         //    give freed room to listeners that were waiting for it.
-        if self.shared.take_local_mark() {
+        //    Work those commands queue from this thread runs too, until none is left (a
+        //    few rounds at most: a chain longer than that continues next turn, which then
+        //    polls without sleeping, as Redis's beforeSleep does).
+        for _ in 0..LOCAL_ROUNDS {
+            if !self.shared.take_local_mark() {
+                break;
+            }
             self.run_commands();
         }
         self.reap();

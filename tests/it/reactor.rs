@@ -11,7 +11,7 @@ use crate::support::{
 };
 use sockloop::proto::echo::Echo;
 use sockloop::proto::{Out, PeerError, Protocol};
-use sockloop::reactor::{Config, Phase, Reactor};
+use sockloop::reactor::{Config, Handle, Phase, Reactor};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -500,6 +500,59 @@ fn backpressure_pauses_reading_and_bounds_output() {
 
 // ---------------------------------------------------------------------------------------
 // 4. The cross-thread handle.
+
+/// A task that counts itself in `done` and, while `left > 0`, posts the next one from the
+/// loop's own thread.
+fn chain(h: Handle, done: Arc<AtomicU64>, left: u64) -> impl FnOnce(&mut Reactor) + Send {
+    move |_| {
+        done.fetch_add(1, Ordering::SeqCst);
+        if left > 0 {
+            let next = chain(h.clone(), Arc::clone(&done), left - 1);
+            h.post(next).unwrap();
+        }
+    }
+}
+
+/// Work queued from the loop's own thread while the turn ends (a task posted by a task, a
+/// mailbox delivery made during another) runs in that turn, or the next turn polls
+/// without sleeping: it never waits for an unrelated event or a full poll timeout.
+#[test]
+fn work_queued_at_the_end_of_a_turn_does_not_wait_for_the_next_event() {
+    let mut reactor = Reactor::with_config(test_config()).unwrap();
+    let handle = reactor.handle();
+    let done = Arc::new(AtomicU64::new(0));
+    handle
+        .post(chain(handle.clone(), Arc::clone(&done), 4))
+        .unwrap();
+    reactor.run_once(Some(WAIT)).unwrap();
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        5,
+        "a chain of five runs in one turn"
+    );
+
+    // A chain longer than one turn drains: the turn ends with work left, and says so.
+    done.store(0, Ordering::SeqCst);
+    handle
+        .post(chain(handle.clone(), Arc::clone(&done), 99))
+        .unwrap();
+    let polls = reactor.stats().polls;
+    while done.load(Ordering::SeqCst) < 100 {
+        assert!(
+            reactor.stats().polls - polls < 20,
+            "the chain stalled at {}",
+            done.load(Ordering::SeqCst)
+        );
+        reactor.run_once(Some(WAIT)).unwrap();
+        if done.load(Ordering::SeqCst) < 100 {
+            assert_eq!(
+                reactor.next_timeout(),
+                Some(Duration::ZERO),
+                "work is left: the loop must not sleep"
+            );
+        }
+    }
+}
 
 #[test]
 fn handle_posts_run_on_the_loop_in_order_and_shutdown_stops_it() {
