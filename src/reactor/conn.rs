@@ -54,6 +54,8 @@ pub struct Ready {
     pub read_closed: bool,
     /// An error is pending on the fd.
     pub error: bool,
+    /// Urgent (out-of-band) data arrived (`EPOLLPRI`).
+    pub priority: bool,
 }
 
 impl Ready {
@@ -63,9 +65,18 @@ impl Ready {
             writable: ev.is_writable(),
             read_closed: ev.is_read_closed(),
             error: ev.is_error(),
+            priority: ev.is_priority(),
         }
     }
 }
+
+/// What a connection always wants from the poller: readable, and (on Linux) urgent data,
+/// since TCP stops a read at the urgent mark and that short read does not mean the
+/// receive queue is empty.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const READ: Interest = Interest::READABLE.add(Interest::PRIORITY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const READ: Interest = Interest::READABLE;
 
 /// Why a connection is visited: readiness or a revisit may read; anything else only
 /// transmits.
@@ -92,6 +103,9 @@ pub(crate) struct Conn {
     /// The poller has reported the peer's FIN (EPOLLRDHUP): a short read no longer means
     /// the socket is drained, since the end of stream is still to be read.
     fin_seen: bool,
+    /// Urgent data was reported and not yet read past: a short read may have stopped at
+    /// the urgent mark, so only `WouldBlock` says the socket is drained.
+    urgent: bool,
     /// The slot is on the revisit list for next turn: it spent its budget this turn and
     /// must not read again before then, even if a new edge arrives.
     revisit_queued: bool,
@@ -125,9 +139,10 @@ impl Conn {
             armed: clock::NEVER,
             read_ready: false,
             fin_seen: false,
+            urgent: false,
             revisit_queued: false,
             paused: false,
-            registered: Interest::READABLE,
+            registered: READ,
         };
         conn.registered = conn.interest();
         conn
@@ -163,9 +178,9 @@ impl Conn {
         // A connect completes (or fails) with WRITABLE; otherwise WRITABLE is wanted
         // exactly while output waits.
         if self.session.wants_write() || self.phase() == Phase::Connecting {
-            Interest::READABLE | Interest::WRITABLE
+            READ | Interest::WRITABLE
         } else {
-            Interest::READABLE
+            READ
         }
     }
 
@@ -243,8 +258,12 @@ impl Conn {
         if ev.read_closed {
             self.fin_seen = true;
         }
+        if ev.priority {
+            log::trace!("conn {}: urgent data: reading to WouldBlock", tag.key);
+            self.urgent = true;
+        }
         // An error event also counts as readable: the read will return the error itself.
-        if ev.readable || ev.read_closed || ev.error {
+        if ev.readable || ev.read_closed || ev.error || ev.priority {
             self.read_ready = true;
         }
         self.drive(tag, core, Visit::Read);
@@ -347,7 +366,7 @@ impl Conn {
                 Ok(n) => {
                     log::trace!("conn {}: read {n} bytes", tag.key);
                     core.stats.bytes_in += n as u64;
-                    if n < core.read_buf.len() && !self.fin_seen {
+                    if n < core.read_buf.len() && !self.fin_seen && !self.urgent {
                         // A short read emptied the kernel's receive queue. Anything that
                         // arrives later raises a new edge, so the read that would only
                         // say WouldBlock can be skipped.
@@ -365,6 +384,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     log::trace!("conn {}: read would block", tag.key);
                     self.read_ready = false;
+                    self.urgent = false;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => self.fail(tag, core, "read", &e),

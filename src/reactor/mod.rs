@@ -1138,13 +1138,14 @@ impl Reactor {
             }
             Wake::Source(tag) => {
                 log::trace!(
-                    "event: slot {} gen {}: readable={} writable={} read_closed={} error={}",
+                    "event: slot {} gen {}: readable={} writable={} read_closed={} error={}{}",
                     tag.key,
                     tag.gen,
                     ready.readable,
                     ready.writable,
                     ready.read_closed,
-                    ready.error
+                    ready.error,
+                    if ready.priority { " priority" } else { "" }
                 );
                 self.visit(tag, Some(ready));
             }

@@ -6,10 +6,11 @@
 
 use crate::support::{
     connect, connect_with_buffers, pattern, per_driver, read_exact_n, read_to_end, wait_until,
-    ServerProc, DEADLINE,
+    InProcServer, ServerProc, DEADLINE,
 };
 use socket2::SockRef;
 use sockloop::demos::Driver;
+use sockloop::proto::echo::Echo;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -683,3 +684,18 @@ per_driver!(
     ctrl_c_right_after_listening_threaded,
     ctrl_c_right_after_listening_iterative
 );
+
+/// Urgent (out-of-band) data in the middle of a stream: the bytes after it are served
+/// without the peer sending again, under every driver. (Deterministic for the reactor in
+/// `reactor::urgent_data_does_not_strand_what_follows_it`.)
+fn urgent_data_mid_stream(driver: Driver) {
+    let server = InProcServer::start(driver, crate::support::test_config(), || Echo);
+    let mut client = connect(server.addr());
+    client.write_all(b"abc").unwrap();
+    SockRef::from(&client).send_out_of_band(b"X").unwrap();
+    client.write_all(b"def").unwrap();
+    assert_eq!(read_exact_n(&mut client, 6), b"abcdef");
+    drop(client);
+    server.stop();
+}
+per_driver!(urgent_data_mid_stream: urgent_data_reactor, urgent_data_threaded, urgent_data_iterative);

@@ -381,6 +381,37 @@ fn closing_mid_read_reads_one_budget_per_turn() {
     );
 }
 
+/// TCP stops a read at the urgent mark: `abc`, an out-of-band `X`, then `def`, all queued
+/// before the server reads, come back as `abc` from one read and `def` from the next. The
+/// first read is short, and yet the receive queue is not empty: the connection must read
+/// on rather than wait for an edge that never comes.
+#[test]
+fn urgent_data_does_not_strand_what_follows_it() {
+    let mut reactor = Reactor::with_config(test_config()).unwrap();
+    let addr = reactor.listen(localhost(), || Echo).unwrap();
+    let mut client = TcpStream::connect(addr).unwrap();
+    pump_until(&mut reactor, WAIT, "the connection is accepted", |r| {
+        r.connections().len() == 1
+    });
+    client.write_all(b"abc").unwrap();
+    socket2::SockRef::from(&client)
+        .send_out_of_band(b"X")
+        .unwrap();
+    client.write_all(b"def").unwrap();
+    client.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    pump_until(
+        &mut reactor,
+        WAIT,
+        "everything after the mark is echoed",
+        |_| try_read_into(&mut client, &mut got, 6),
+    );
+    assert_eq!(
+        got, b"abcdef",
+        "the urgent byte is out of band; the rest in order"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Backpressure: a peer that does not read stops being read, within the limits.
 
