@@ -126,9 +126,34 @@ pub fn parse_request<'h, 'b>(
         Ok(httparse::Status::Partial) if window.len() == head_cap => Err(HeadError::HeadTooLarge),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
-        Err(httparse::Error::Version) => Err(HeadError::Version),
+        // httparse says "version" for any third token but HTTP/1.x. Only a well-formed
+        // version (HTTP/<digit>.<digit>) is one we do not support (505); anything else is
+        // not an HTTP request line at all (400). RFC 9112 §2.3, RFC 9110 §15.6.6.
+        // Which one it is shows only once the line is complete, so a split never matters.
+        Err(httparse::Error::Version) => match version_verdict(window) {
+            Some(true) => Err(HeadError::Version),
+            Some(false) => Err(HeadError::Malformed(httparse::Error::Version)),
+            None if line_too_long && window.len() == line_cap => Err(HeadError::LineTooLong),
+            None if window.len() == head_cap => Err(HeadError::HeadTooLarge),
+            None => Ok(None),
+        },
         Err(e) => Err(HeadError::Malformed(e)),
     }
+}
+
+/// Whether the request line in `input` (after any leading empty lines) ends in a version
+/// of the form `HTTP/<digit>.<digit>`; `None` while the line is not complete.
+fn version_verdict(input: &[u8]) -> Option<bool> {
+    let input = &input[leading_empty_lines(input)..];
+    let end = input.iter().position(|&b| b == b'\n')?;
+    let line = &input[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Some(match line.rsplit(|&b| b == b' ').next() {
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]) => {
+            major.is_ascii_digit() && minor.is_ascii_digit()
+        }
+        _ => false,
+    })
 }
 
 /// The length of the empty lines (`\r\n` or `\n`) at the start of `input`, which
@@ -306,6 +331,20 @@ mod tests {
             Err(HeadError::TooManyHeaders)
         );
         assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n", l), Err(HeadError::Version));
+        // Not a version at all: not a request line, so 400, not 505.
+        for line in [
+            &b"THIS IS NOT HTTP\r\n\r\n"[..],
+            b"GET / HTTP/1\r\n\r\n",
+            b"GET / HTTP/1.10\r\n\r\n",
+            b"GET / http/1.1\r\n\r\n",
+            b"GET / HTTP/x.y\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(line, l), Err(HeadError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
         assert!(matches!(
             parse(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", l),
             Err(HeadError::Malformed(_))

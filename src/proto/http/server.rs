@@ -78,7 +78,8 @@
 //! | body inactivity | 60 s | 408, close | nginx `client_body_timeout 60s` |
 //! | keep-alive idle | 75 s | silent close | nginx `keepalive_timeout 75s` |
 //!
-//! Malformed heads are `400` and close, an HTTP version other than 1.0 or 1.1 is `505`;
+//! Malformed heads are `400` and close (a version that is not `HTTP/<digit>.<digit>` is
+//! malformed), a well-formed HTTP version other than 1.0 or 1.1 is `505`;
 //! HTTP/1.1 requests without exactly one `Host` header are `400` (RFC 9112 §3.2), as are
 //! requests with an invalid or self-contradicting `Content-Length` (RFC 9112 §6.3).
 //! All refusals caused by the peer return a [`PeerError`] after the reply is written, so
@@ -1215,6 +1216,9 @@ mod tests {
             "505 HTTP Version Not Supported",
         );
         assert_refused(b"GET / HTTP/0.9\r\n\r\n", "505 HTTP Version Not Supported");
+        // Not a version at all is not an HTTP request line: 400, not 505.
+        assert_refused(b"THIS IS NOT HTTP\r\n\r\n", "400 Bad Request");
+        assert_refused(b"GET / HTTP/1.1.1\r\n\r\n", "400 Bad Request");
     }
 
     #[test]
