@@ -339,8 +339,6 @@ pub struct Reactor {
     state: RunState,
     /// Reused list of the timers that fire this turn.
     due_timers: Vec<TimerKind>,
-    /// Live user timers, for deciding when the heap is worth purging.
-    user_timers: usize,
 }
 
 /// Whether the loop is serving, winding down, or done.
@@ -392,7 +390,6 @@ impl Reactor {
             revisiting: Vec::new(),
             state: RunState::Running,
             due_timers: Vec::new(),
-            user_timers: 0,
         })
     }
 
@@ -771,11 +768,11 @@ impl Reactor {
     }
 
     /// Cancels a timer. Returns true if and only if it was still armed. Cancelling costs
-    /// O(1): the heap entry is skipped when it comes due.
+    /// O(log n): its heap entry is removed.
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         if matches!(live(&mut self.slots, id.0), Some(Entry::Timer(_))) {
             self.slots.remove(id.0.key);
-            self.user_timers -= 1;
+            self.core.timers.cancel(id.0);
             true
         } else {
             false
@@ -800,17 +797,7 @@ impl Reactor {
                 callback: Some(Box::new(callback)),
             })),
         });
-        self.user_timers += 1;
         self.core.timers.arm(due, TimerKind::User(tag));
-        // Cancelled timers leave dead heap entries behind; purge them when they outnumber
-        // the live ones by far, to keep the heap within a constant factor of live timers.
-        if self.core.timers.len() > 4 * (self.user_timers + self.slots.len()) + 1024 {
-            let slots = &self.slots;
-            self.core.timers.purge(|kind| match kind {
-                TimerKind::User(t) => slots.get(t.key).is_some_and(|s| s.gen == t.gen),
-                _ => true,
-            });
-        }
         TimerId(tag)
     }
 
@@ -834,7 +821,6 @@ impl Reactor {
                 }
                 None => {
                     self.slots.remove(tag.key);
-                    self.user_timers -= 1;
                 }
             }
         }
@@ -845,6 +831,12 @@ impl Reactor {
         Handle {
             shared: Arc::clone(&self.shared),
         }
+    }
+
+    /// How many deadlines the loop has armed: at most one per connection, listener in
+    /// back-off and user timer (the heap holds only live ones).
+    pub fn armed_timers(&self) -> usize {
+        self.core.timers.len()
     }
 
     /// The counters so far.
@@ -1010,11 +1002,6 @@ impl Reactor {
         if !self.core.revisit.is_empty() || self.shared.has_local_work() {
             return Some(Duration::ZERO);
         }
-        let slots = &self.slots;
-        self.core.timers.prune_top(|kind| match kind {
-            TimerKind::User(t) => slots.get(t.key).is_some_and(|s| s.gen == t.gen),
-            _ => true,
-        });
         self.core
             .timers
             .next_deadline()
@@ -1025,11 +1012,6 @@ impl Reactor {
         // 1. How long may we sleep?
         std::mem::swap(&mut self.revisiting, &mut self.core.revisit);
         let timeout = if self.revisiting.is_empty() && !self.shared.has_local_work() {
-            let slots = &self.slots;
-            self.core.timers.prune_top(|kind| match kind {
-                TimerKind::User(t) => slots.get(t.key).is_some_and(|s| s.gen == t.gen),
-                _ => true,
-            });
             let now = Instant::now();
             let timer = self
                 .core
@@ -1352,6 +1334,8 @@ impl Reactor {
                 if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
                     log::debug!("conn {}: deregister: {e}", tag.key);
                 }
+                // Its deadline goes with it: a closed connection never wakes the loop.
+                self.core.timers.cancel(tag);
                 log::trace!("conn {}: reaped, fd closed", tag.key);
                 self.core.stats.closed += 1;
                 self.core.stats.open -= 1;
@@ -1414,6 +1398,7 @@ impl Reactor {
                 if let Err(e) = self.poll.registry().deregister(&mut l.sock) {
                     log::debug!("listener {}: deregister: {e}", l.addr);
                 }
+                self.core.timers.cancel(tag);
                 log::info!("stopped listening on {}", l.addr);
             }
         }
@@ -1447,7 +1432,6 @@ impl Reactor {
         }
         self.core.reap.clear();
         self.core.revisit.clear();
-        self.user_timers = 0;
         self.core.timers = Timers::default();
         self.core.stats.closed += open;
         self.core.stats.open = 0;

@@ -412,6 +412,76 @@ fn urgent_data_does_not_strand_what_follows_it() {
     );
 }
 
+/// Echoes, with a protocol deadline that swings between 10 s and 100 s away with each
+/// message, so the connection's deadline moves earlier every other message.
+struct Swinging {
+    next: Option<Instant>,
+    n: u64,
+}
+
+impl Protocol for Swinging {
+    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+        self.n += 1;
+        let secs = if self.n % 2 == 0 { 10 } else { 100 };
+        self.next = Some(out.now() + Duration::from_secs(secs));
+        out.push(input);
+        Ok(input.len())
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next
+    }
+}
+
+/// The timer heap holds only live deadlines: connection churn under an idle timeout leaves
+/// nothing armed once the connections are gone (so an idle server does not wake for them),
+/// and a deadline that moves back and forth with every message keeps one entry.
+#[test]
+fn the_timer_heap_holds_only_live_deadlines() {
+    let cfg = Config {
+        timeouts: sockloop::reactor::Timeouts {
+            idle: Some(Duration::from_secs(300)),
+            write_stall: None,
+        },
+        ..test_config()
+    };
+    let mut reactor = Reactor::with_config(cfg).unwrap();
+    let addr = reactor.listen(localhost(), || Echo).unwrap();
+    for i in 0..300 {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_nonblocking(true).unwrap();
+        echo_via_pump(&mut reactor, &mut c, b"x");
+        drop(c);
+        pump_until(&mut reactor, WAIT, "the connection is reaped", |r| {
+            r.stats().closed == i + 1
+        });
+    }
+    assert_eq!(reactor.connections().len(), 0);
+    assert_eq!(
+        reactor.armed_timers(),
+        0,
+        "no deadline outlives its connection"
+    );
+    assert_eq!(
+        reactor.next_timeout(),
+        None,
+        "an idle server sleeps until an event"
+    );
+
+    let swing = reactor
+        .listen(localhost(), || Swinging { next: None, n: 0 })
+        .unwrap();
+    let mut c = TcpStream::connect(swing).unwrap();
+    c.set_nonblocking(true).unwrap();
+    for _ in 0..500 {
+        echo_via_pump(&mut reactor, &mut c, b"y");
+    }
+    assert_eq!(
+        reactor.armed_timers(),
+        1,
+        "one entry for the one connection, however often its deadline moved"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Backpressure: a peer that does not read stops being read, within the limits.
 
