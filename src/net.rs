@@ -168,3 +168,49 @@ pub fn clear_stale_unix_socket(path: &std::path::Path) -> io::Result<()> {
         }
     }
 }
+
+/// Lets a repeated log line through at most once a second, counting the ones it held back
+/// (accept failures at the fd limit recur ten times a second under churn).
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: Option<std::time::Instant>,
+    quiet: u64,
+}
+
+impl Throttle {
+    /// At `now`: `Some(n)` if the line may be logged (`n` were held back since the last),
+    /// `None` if it is held back.
+    pub fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last)
+                if now.saturating_duration_since(last) < std::time::Duration::from_secs(1) =>
+            {
+                self.quiet += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.quiet))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::Throttle;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn one_line_a_second_with_a_count_of_the_rest() {
+        let t0 = Instant::now();
+        let mut t = Throttle::default();
+        assert_eq!(t.allow(t0), Some(0));
+        for ms in [100, 200, 900] {
+            assert_eq!(t.allow(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(t.allow(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(t.allow(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(t.allow(t0 + Duration::from_millis(2500)), Some(1));
+    }
+}

@@ -73,13 +73,15 @@ impl BlockingServer {
     ///
     /// # Errors
     ///
-    /// If the listener's address cannot be read or the thread cannot be started.
+    /// `InvalidInput` if `cfg` is nonsense ([`SessionConfig::validate`]); otherwise if the
+    /// listener's address cannot be read or the thread cannot be started.
     pub fn spawn_with(
         listener: BlockingListener,
         mode: Mode,
         factory: Factory,
         cfg: SessionConfig,
     ) -> io::Result<Self> {
+        cfg.validate()?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             state: AtomicU8::new(RUNNING),
@@ -292,6 +294,7 @@ fn finish(inner: &Inner) {
 
 fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: &Arc<Inner>) {
     let mut next_id = 0u64;
+    let mut warned = crate::net::Throttle::default();
     let running = || inner.state.load(Ordering::SeqCst) == RUNNING;
     loop {
         let (stream, peer) = match listener.accept() {
@@ -299,7 +302,12 @@ fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: 
             Err(_) if !running() => return,
             Err(e) if crate::net::is_resource_exhaustion(&e) => {
                 // Blocking twin of the reactor's back-off: accept would fail again at once.
-                log::warn!("accept failed: {e}; pausing accepts for 100ms");
+                // One line a second at most, with a count of those held back.
+                if let Some(quiet) = warned.allow(Instant::now()) {
+                    log::warn!(
+                        "accept failed: {e}; pausing accepts for 100ms ({quiet} more since the last warning)"
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }

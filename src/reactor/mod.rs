@@ -128,7 +128,8 @@ pub struct Config {
     /// rest. Default 5 s.
     pub shutdown_grace: Duration,
     /// Most bytes of replies queued on one datagram socket while it would block; more are
-    /// dropped. Default 1 MiB.
+    /// dropped. Each reply counts its bytes plus 64 (so empty ones are bounded too).
+    /// Default 1 MiB.
     pub datagram_queue_limit: usize,
 }
 
@@ -158,6 +159,30 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks the tunables: each count and size that bounds a loop must be at least 1 (a
+    /// zero accept batch would spin the loop), and the output marks must be in order.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput`, naming the setting, for the first one that is nonsense.
+    pub fn validate(&self) -> io::Result<()> {
+        for (name, value) in [
+            ("max_connections", self.max_connections),
+            ("read_budget", self.read_budget),
+            ("read_buffer", self.read_buffer),
+            ("accept_batch", self.accept_batch),
+            ("events_capacity", self.events_capacity),
+        ] {
+            if value == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("Config::{name} must be at least 1"),
+                ));
+            }
+        }
+        self.session_config(&self.timeouts).validate()
+    }
+
     /// The connection-core settings ([`SessionConfig`]) these tunables give a connection
     /// with `timeouts` (the reactor's own, or a listener's).
     pub fn session_config(&self, timeouts: &Timeouts) -> SessionConfig {
@@ -268,6 +293,8 @@ struct Listener {
     accept: AcceptState,
     /// The limits and timeouts of the connections it accepts, shared by all of them.
     session_cfg: Arc<SessionConfig>,
+    /// Rate-limits its accept-failure warnings.
+    warned: crate::net::Throttle,
 }
 
 /// Whether a listener may have connections waiting, and if not, why.
@@ -359,7 +386,13 @@ impl Reactor {
     }
 
     /// A reactor with the given tunables.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if the tunables are nonsense ([`Config::validate`]); any error the
+    /// OS gives creating the poller or its waker.
     pub fn with_config(cfg: Config) -> io::Result<Reactor> {
+        cfg.validate()?;
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(Shared::new(waker));
@@ -494,6 +527,7 @@ impl Reactor {
                 factory: Box::new(factory),
                 accept: AcceptState::Idle,
                 session_cfg: Arc::new(self.core.cfg.session_config(&timeouts)),
+                warned: crate::net::Throttle::default(),
             })),
         });
         self.listeners.push(tag);
@@ -1252,10 +1286,19 @@ impl Reactor {
                     } else {
                         "unexpected error"
                     };
-                    log::warn!(
-                        "listener {}: accept failed ({what}): {e}; pausing accepts for {backoff:?}",
-                        l.addr
-                    );
+                    // At most one line a second: under churn at the fd limit this fires
+                    // ten times a second.
+                    if let Some(quiet) = l.warned.allow(self.core.now) {
+                        let more = if quiet > 0 {
+                            format!(" ({quiet} more since the last warning)")
+                        } else {
+                            String::new()
+                        };
+                        log::warn!(
+                            "listener {}: accept failed ({what}): {e}; pausing accepts for {backoff:?}{more}",
+                            l.addr
+                        );
+                    }
                     l.accept = AcceptState::Backoff;
                     self.core.stats.accept_errors += 1;
                     self.core

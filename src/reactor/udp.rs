@@ -31,6 +31,10 @@ use std::path::PathBuf;
 /// How many datagrams one socket receives in one turn before the others get theirs.
 const RECV_BUDGET: usize = 64;
 
+/// What one queued reply costs against `Config::datagram_queue_limit` besides its bytes:
+/// about the size of a `Transmit` and its queue slot, so empty datagrams are bounded too.
+const ENTRY_COST: usize = 64;
+
 pub(crate) enum DgramSocket {
     Udp(UdpSocket),
     /// The path, if we created the socket file (removed on drop).
@@ -103,6 +107,7 @@ pub(crate) struct Datagram {
     connected: Option<Endpoint>,
     proto: Box<dyn DatagramProtocol>,
     queue: VecDeque<Transmit>,
+    /// What the queue holds, in bytes plus `ENTRY_COST` an entry.
     queued_bytes: usize,
     read_ready: bool,
     /// On the revisit list for next turn (budget spent): no more reading this turn.
@@ -223,7 +228,10 @@ impl Datagram {
                 }
             }
         }
-        if self.queued_bytes + t.bytes.len() > core.cfg.datagram_queue_limit {
+        // Each entry costs its bytes and a fixed overhead, so a flood of empty datagrams
+        // meets the bound too.
+        let cost = t.bytes.len() + ENTRY_COST;
+        if self.queued_bytes + cost > core.cfg.datagram_queue_limit {
             log::debug!(
                 "datagram {}: send queue full ({} bytes): dropping a datagram to {}",
                 self.local,
@@ -233,7 +241,7 @@ impl Datagram {
             core.stats.datagrams_dropped += 1;
             return;
         }
-        self.queued_bytes += t.bytes.len();
+        self.queued_bytes += cost;
         self.queue.push_back(t);
     }
 
@@ -250,7 +258,7 @@ impl Datagram {
                     core.stats.datagram_errors += 1;
                 }
             }
-            self.queued_bytes -= t.bytes.len();
+            self.queued_bytes -= t.bytes.len() + ENTRY_COST;
             self.queue.pop_front();
         }
     }

@@ -120,6 +120,27 @@ pub struct SessionConfig {
     pub write_stall: Option<Duration>,
 }
 
+impl SessionConfig {
+    /// Checks that the limits make sense together: `low_water <= high_water <=
+    /// output_limit`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput`, naming the setting, if they do not.
+    pub fn validate(&self) -> std::io::Result<()> {
+        if self.low_water > self.high_water || self.high_water > self.output_limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "low_water ({}) <= high_water ({}) <= output_limit ({}) does not hold",
+                    self.low_water, self.high_water, self.output_limit
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> SessionConfig {
         SessionConfig {

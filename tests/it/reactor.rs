@@ -771,7 +771,56 @@ fn handle_posts_run_on_the_loop_in_order_and_shutdown_stops_it() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 5. The connection limit.
+// 5. The connection limit, and tunables that make no sense.
+
+/// Nonsense tunables are refused with the setting's name, before any socket exists: a
+/// zero accept batch would spin the loop, output marks out of order would never resume.
+#[test]
+fn nonsense_tunables_are_refused_with_their_name() {
+    for (cfg, name) in [
+        (
+            Config {
+                accept_batch: 0,
+                ..test_config()
+            },
+            "accept_batch",
+        ),
+        (
+            Config {
+                read_budget: 0,
+                ..test_config()
+            },
+            "read_budget",
+        ),
+        (
+            Config {
+                low_water: 2 << 20,
+                ..test_config()
+            },
+            "low_water",
+        ),
+    ] {
+        let err = Reactor::with_config(cfg.clone()).err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains(name), "{err}");
+        let listener =
+            sockloop::blocking::BlockingListener::bind(&sockloop::net::Endpoint::Inet(localhost()))
+                .unwrap();
+        let factory: sockloop::blocking::Factory = Arc::new(|| Box::new(Echo));
+        let session = cfg.session_config(&cfg.timeouts);
+        let blocking = sockloop::blocking::BlockingServer::spawn_with(
+            listener,
+            sockloop::blocking::Mode::Threaded,
+            factory,
+            session.clone(),
+        );
+        assert_eq!(
+            blocking.is_err(),
+            session.validate().is_err(),
+            "the blocking drivers refuse the same connection settings"
+        );
+    }
+}
 
 #[test]
 fn connection_limit_queues_extra_clients_in_the_backlog() {
