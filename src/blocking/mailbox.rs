@@ -16,8 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long a [`Mailbox`](crate::proto::Mailbox) delivery may block on a peer that does
-/// not read before that peer is dropped: a slow reader must not hold up the connection
-/// delivering to it.
+/// not read before that peer is dropped, when the session has no
+/// [`backlog_timeout`](crate::session::SessionConfig::backlog_timeout) (which is used
+/// instead: the blocking twin of the reactor's rule that a recipient stuck over its
+/// high-water mark that long is dropped). Meanwhile the delivering thread waits: the
+/// sender is paced by its slowest live recipient, under every driver.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The connection's socket as its mailboxes share it (a second handle, made with `dup`
@@ -32,15 +35,18 @@ pub(super) struct Shared {
     /// A delivery failed (the peer stopped reading), or the connection has ended:
     /// deliveries fail from now on.
     pub(super) gone: bool,
+    /// How long one delivery may block.
+    delivery_timeout: Duration,
 }
 
 impl Shared {
-    pub(super) fn new(stream: Box<dyn BlockingStream>) -> Shared {
+    pub(super) fn new(stream: Box<dyn BlockingStream>, delivery_timeout: Duration) -> Shared {
         Shared {
             stream,
             timeout: None,
             close_requested: false,
             gone: false,
+            delivery_timeout,
         }
     }
 
@@ -71,8 +77,9 @@ impl Deliver for StreamMailbox {
         if s.gone || s.close_requested {
             return false;
         }
+        let bound = s.delivery_timeout;
         let written = s
-            .set_write_timeout(Some(DELIVERY_TIMEOUT))
+            .set_write_timeout(Some(bound))
             .and_then(|()| s.stream.write_all(bytes));
         match written {
             Ok(()) => true,

@@ -186,6 +186,7 @@ where
     P: Protocol,
 {
     let state = || stop.map_or(RUNNING, |s| s.load(Ordering::SeqCst));
+    let delivery_timeout = session.config().backlog_timeout.unwrap_or(DELIVERY_TIMEOUT);
     // The socket as the mailboxes share it, once the protocol has asked for one.
     let shared: OnceCell<Arc<Mutex<Shared>>> = OnceCell::new();
     let mut cx = Context::new(Instant::now());
@@ -200,7 +201,7 @@ where
                     log::warn!("cannot clone a socket for its mailbox: {e}");
                     Box::new(DeadStream)
                 });
-                Arc::new(Mutex::new(Shared::new(clone)))
+                Arc::new(Mutex::new(Shared::new(clone, delivery_timeout)))
             });
             Mailbox::new(Arc::new(StreamMailbox {
                 shared: Arc::clone(shared),
@@ -246,7 +247,10 @@ where
             told_to_stop = true;
             session.shutdown(&mut cx);
             Ok(())
-        } else if wait == Some(Duration::ZERO) {
+        } else if wait == Some(Duration::ZERO) && (input_closed || !session.wants_read()) {
+            // (A deadline that has come while input may be waiting goes through the read
+            // below first, bounded to a millisecond: the peer may not have been silent,
+            // only unread while this thread was busy, say blocked in a delivery.)
             session.timeout(&mut cx);
             Ok(())
         } else if session.poll_fin(&cx) {

@@ -26,9 +26,12 @@
 //! the server learns of peers that vanished without a FIN.
 //!
 //! Slow readers: deliveries go through each member's [`Mailbox`], and the driver bounds
-//! what it holds per connection. A member that does not read is dropped (logged) when its
-//! backlog passes the driver's output limit (1 MiB by default in the reactor), instead of
-//! growing memory or delaying the others.
+//! what it holds per connection. A member over its high-water mark holds back whoever
+//! delivers to it (the reactor stops reading the sender; a blocking sender's thread waits
+//! in its write), so a fast publisher is paced by its slowest live reader and healthy
+//! members lose nothing. A member that stays over the mark for the backlog timeout (60 s
+//! by default), or passes the output limit, is dropped (logged, counted in
+//! `Stats::slow_readers`), which lets the publisher go on.
 
 use super::line::{Flow, LineFramer};
 use super::{CloseReason, Mailbox, Out, PeerError, Protocol};

@@ -109,8 +109,12 @@ pub(crate) struct Conn {
     /// The slot is on the revisit list for next turn: it spent its budget this turn and
     /// must not read again before then, even if a new edge arrives.
     revisit_queued: bool,
-    /// The session's backpressure as last seen, to count each pause once.
+    /// The session's backpressure as last seen, to count each pause once (and, when it
+    /// ends, to release the connections it held).
     paused: bool,
+    /// How many connections over their high-water mark hold this one's reading: it
+    /// delivered to them (see `Reactor::hold`). Reading waits until it is 0.
+    held: u16,
     /// The interest currently registered with the poller.
     registered: Interest,
 }
@@ -142,6 +146,7 @@ impl Conn {
             urgent: false,
             revisit_queued: false,
             paused: false,
+            held: 0,
             registered: READ,
         };
         conn.registered = conn.interest();
@@ -171,6 +176,29 @@ impl Conn {
 
     pub fn buffered_output(&self) -> usize {
         self.session.buffered_output()
+    }
+
+    /// Returns true if and only if its unsent output is over the high-water mark (it is
+    /// not reading, and those who deliver to it should not either).
+    pub fn is_congested(&self) -> bool {
+        self.session.is_paused()
+    }
+
+    /// One more connection it delivered to is over its high-water mark: hold its reading.
+    pub fn hold(&mut self) {
+        self.held += 1;
+        self.session.hold_input(true);
+    }
+
+    /// One connection that held it drained (or closed). Once none holds it, it reads what
+    /// waits at once (no new edge will come for input that arrived meanwhile), before any
+    /// of its protocol's timers can take the pause for the peer's silence.
+    pub fn release(&mut self, tag: Tag, core: &mut Core) {
+        self.held = self.held.saturating_sub(1);
+        if self.held == 0 {
+            self.session.hold_input(false);
+            self.drive(tag, core, Visit::Read);
+        }
     }
 
     /// The interest this connection needs now.
@@ -451,6 +479,10 @@ impl Conn {
         if paused && !self.paused {
             core.stats.read_pauses += 1;
         }
+        if !paused && self.paused && core.holds.contains_key(&tag) {
+            // Drained to the low-water mark: those it held may read again.
+            core.released.push(tag);
+        }
         self.paused = paused;
     }
 
@@ -515,6 +547,7 @@ impl Conn {
                 core.stats.connect_failures += 1
             }
             CloseReason::Io(_) => core.stats.io_errors += 1,
+            CloseReason::OutputLimit => core.stats.slow_readers += 1,
             _ => {}
         }
         if log::log_enabled!(log::Level::Debug) {

@@ -8,7 +8,7 @@
 
 use super::Reactor;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Work posted to the loop: a closure run on the loop's thread with the reactor in hand.
@@ -18,8 +18,9 @@ pub(crate) enum Command {
     Run(Task),
     Shutdown,
     StopNow,
-    /// Bytes for a connection, from its [`crate::proto::Mailbox`].
-    Deliver(super::token::Tag, Vec<u8>),
+    /// Bytes for a connection, from its [`crate::proto::Mailbox`], and the connection
+    /// whose protocol delivered them, if it was one (a chat member's line to the others).
+    Deliver(super::token::Tag, Vec<u8>, Option<super::token::Tag>),
     /// Close a connection after its output, from its mailbox.
     CloseConn(super::token::Tag),
 }
@@ -39,7 +40,13 @@ pub(crate) struct Shared {
     /// A turn is running (between `run_once`'s start and end): only then is a command from
     /// the loop's thread sure to be seen without a wake-up.
     in_turn: AtomicBool,
+    /// The connection whose protocol the loop is calling now (a token's value), or
+    /// `NONE`: deliveries made from the loop's thread are that connection's.
+    current: AtomicUsize,
 }
+
+/// No connection is being called.
+const NONE: usize = usize::MAX;
 
 impl Shared {
     pub fn new(waker: mio::Waker) -> Shared {
@@ -51,7 +58,22 @@ impl Shared {
             loop_thread: Mutex::new(None),
             local: AtomicBool::new(false),
             in_turn: AtomicBool::new(false),
+            current: AtomicUsize::new(NONE),
         }
+    }
+
+    /// The loop is about to call (`Some`), or has finished calling (`None`), the protocol
+    /// of the connection `tag` names.
+    pub fn set_current(&self, tag: Option<super::token::Tag>) {
+        let v = tag.map_or(NONE, |t| t.token().0);
+        self.current.store(v, Ordering::Relaxed);
+    }
+
+    /// The connection being called, if the caller is on the loop's thread in a turn.
+    fn current(&self) -> Option<super::token::Tag> {
+        let v = self.current.load(Ordering::Relaxed);
+        (v != NONE && self.in_turn.load(Ordering::SeqCst) && self.on_loop_thread())
+            .then(|| super::token::Tag::from_token(mio::Token(v)))
     }
 
     pub fn set_in_turn(&self, on: bool) {
@@ -194,8 +216,9 @@ pub(crate) struct ConnMailbox {
 
 impl crate::proto::Deliver for ConnMailbox {
     fn deliver(&self, bytes: &[u8]) -> bool {
+        let from = self.shared.current();
         self.shared
-            .push(Command::Deliver(self.tag, bytes.to_vec()))
+            .push(Command::Deliver(self.tag, bytes.to_vec(), from))
             .is_ok()
     }
 

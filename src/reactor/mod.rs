@@ -111,6 +111,10 @@ pub struct Config {
     /// Most bytes of input a protocol may leave unconsumed (an unfinished message) before
     /// the connection is closed. Default 1 MiB.
     pub max_input: usize,
+    /// A connection whose unsent output stays at or above `high_water` this long is
+    /// dropped as a slow reader (`output_limit` is the hard limit). Default 60 s (Redis's
+    /// soft client-output-buffer limit for push clients).
+    pub backlog_timeout: Option<Duration>,
     /// Most connections accepted from one listener in one turn. Default 64.
     pub accept_batch: usize,
     /// How long a listener stops accepting after a resource error (`EMFILE`, ...), unless a
@@ -147,6 +151,7 @@ impl Default for Config {
             high_water: 512 * 1024,
             low_water: 128 * 1024,
             max_input: 1024 * 1024,
+            backlog_timeout: Some(Duration::from_secs(60)),
             accept_batch: 64,
             accept_backoff: Duration::from_millis(100),
             linger: Duration::from_secs(2),
@@ -194,6 +199,7 @@ impl Config {
             linger: self.linger,
             idle: timeouts.idle,
             write_stall: timeouts.write_stall,
+            backlog_timeout: self.backlog_timeout,
         }
     }
 }
@@ -233,6 +239,12 @@ pub struct Stats {
     pub budget_yields: u64,
     /// Times reading was paused because unsent output reached the high-water mark.
     pub read_pauses: u64,
+    /// Times a connection's reading was held because one it delivered to (through a
+    /// mailbox) was over its high-water mark: backpressure reaching a publisher.
+    pub holds: u64,
+    /// Connections dropped as slow readers: output over `output_limit`, or at or above
+    /// `high_water` for `backlog_timeout`.
+    pub slow_readers: u64,
     /// The largest unsent output held for any one connection so far, in bytes.
     pub peak_output_buffered: usize,
     /// Outgoing connections established.
@@ -269,6 +281,11 @@ pub(crate) struct Core {
     revisit: Vec<Tag>,
     /// Slots whose connection reached `Closed` this turn.
     reap: Vec<Tag>,
+    /// For each connection over its high-water mark that others delivered to: those
+    /// others, whose reading is held until it drains (see `Reactor::hold`).
+    holds: std::collections::HashMap<Tag, Vec<Tag>>,
+    /// Connections in `holds` that drained or closed: their waiters go free.
+    released: Vec<Tag>,
     /// Reusable buffer for the datagrams a protocol sends in reply.
     transmits: Vec<Transmit>,
     /// The handle's queue, for the mailboxes handed to protocols.
@@ -414,6 +431,8 @@ impl Reactor {
                 timers: Timers::default(),
                 revisit: Vec::new(),
                 reap: Vec::new(),
+                holds: std::collections::HashMap::new(),
+                released: Vec::new(),
                 transmits: Vec::new(),
                 shared: Arc::clone(&shared),
                 now: Instant::now(),
@@ -1102,7 +1121,9 @@ impl Reactor {
                         if c.armed != clock::NEVER && clock::instant(c.armed) <= self.core.now {
                             c.armed = clock::NEVER;
                         }
+                        self.shared.set_current(Some(tag));
                         c.on_timer(tag, &mut self.core);
+                        self.shared.set_current(None);
                         self.after_conn_visit(tag);
                     }
                 }
@@ -1190,10 +1211,13 @@ impl Reactor {
                 self.accept(tag);
             }
             Entry::Conn(conn) => {
+                // Deliveries its protocol makes now are this connection's (`Reactor::hold`).
+                self.shared.set_current(Some(tag));
                 match ready {
                     Some(r) => conn.ready(r, tag, &mut self.core),
                     None => conn.revisit(tag, &mut self.core),
                 }
+                self.shared.set_current(None);
                 self.after_conn_visit(tag);
             }
             Entry::Datagram(d) => {
@@ -1218,8 +1242,17 @@ impl Reactor {
         }
     }
 
-    /// Derives a connection's interest and deadline again after it was visited.
+    /// Derives a connection's interest and deadline again after it was visited, and lets
+    /// go of connections it held if it drained.
     fn after_conn_visit(&mut self, tag: Tag) {
+        self.refresh_conn(tag);
+        if !self.core.released.is_empty() {
+            self.release_holds();
+        }
+    }
+
+    /// Derives a connection's interest and deadline again.
+    fn refresh_conn(&mut self, tag: Tag) {
         if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
             if let Err(e) = conn.update_interest(self.poll.registry(), tag) {
                 log::warn!("conn {}: reregister failed: {e}", tag.key);
@@ -1256,7 +1289,9 @@ impl Reactor {
                     match self.add_conn(conn, &peer) {
                         Ok(tag) => {
                             if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
+                                self.shared.set_current(Some(tag));
                                 conn.open(tag, &mut self.core, Some(&peer));
+                                self.shared.set_current(None);
                             }
                             self.after_conn_visit(tag);
                         }
@@ -1379,20 +1414,69 @@ impl Reactor {
                 }
                 // Its deadline goes with it: a closed connection never wakes the loop.
                 self.core.timers.cancel(tag);
+                // Whoever it held (by being over its high-water mark) goes free.
+                if self.core.holds.contains_key(&tag) {
+                    self.core.released.push(tag);
+                }
                 log::trace!("conn {}: reaped, fd closed", tag.key);
                 self.core.stats.closed += 1;
                 self.core.stats.open -= 1;
                 freed = true;
             }
         }
+        if !self.core.released.is_empty() {
+            self.release_holds();
+        }
         if freed {
             for tag in self.listeners.clone() {
                 self.resume_listener(tag, AcceptState::Full);
                 self.resume_listener(tag, AcceptState::Backoff);
             }
-            // Resumed listeners may have accepted connections that closed at once.
-            if !self.core.reap.is_empty() {
-                self.reap();
+        }
+        // Resumed listeners may have accepted connections that closed at once, and released
+        // connections may have read their way to a close.
+        if !self.core.reap.is_empty() {
+            self.reap();
+        }
+    }
+
+    /// `from` delivered to `to`, which is over its high-water mark: `from` stops reading
+    /// until `to` drains to its low-water mark or closes. So a publisher is paced by its
+    /// slowest live subscriber, as TCP paces a sender by its receiver, and no subscriber's
+    /// backlog grows past about one read budget beyond its high-water mark. (One that
+    /// stays over it is dropped at its backlog timeout, which releases the publisher.)
+    fn hold(&mut self, from: Tag, to: Tag) {
+        let waiters = self.core.holds.entry(to).or_default();
+        if waiters.contains(&from) {
+            return;
+        }
+        if let Some(Entry::Conn(a)) = live(&mut self.slots, from) {
+            waiters.push(from);
+            a.hold();
+            self.core.stats.holds += 1;
+            log::trace!(
+                "conn {}: reading held: conn {} it delivers to is over its high-water mark",
+                from.key,
+                to.key
+            );
+        }
+    }
+
+    /// Lets go of the connections held by those in `core.released` (drained, or closed).
+    fn release_holds(&mut self) {
+        while let Some(to) = self.core.released.pop() {
+            for from in self.core.holds.remove(&to).unwrap_or_default() {
+                if let Some(Entry::Conn(a)) = live(&mut self.slots, from) {
+                    log::trace!(
+                        "conn {}: released: conn {} drained or closed",
+                        from.key,
+                        to.key
+                    );
+                    self.shared.set_current(Some(from));
+                    a.release(from, &mut self.core);
+                    self.shared.set_current(None);
+                    self.refresh_conn(from);
+                }
             }
         }
     }
@@ -1414,10 +1498,14 @@ impl Reactor {
                     log::info!("immediate stop requested through the handle");
                     self.stop_now();
                 }
-                Command::Deliver(tag, bytes) => {
+                Command::Deliver(tag, bytes, from) => {
                     if let Some(Entry::Conn(c)) = live(&mut self.slots, tag) {
                         c.send_external(&bytes, tag, &mut self.core);
+                        let congested = c.is_congested();
                         self.after_conn_visit(tag);
+                        if let Some(from) = from.filter(|&f| f != tag && congested) {
+                            self.hold(from, tag);
+                        }
                     }
                 }
                 Command::CloseConn(tag) => {

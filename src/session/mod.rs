@@ -77,10 +77,11 @@
 //! - **Limits.** Unconsumed input over [`SessionConfig::max_input`] ends the connection
 //!   ([`CloseReason::InputLimit`], after the output so far). Unsent output at
 //!   [`SessionConfig::high_water`] stops reading until it drains to
-//!   [`SessionConfig::low_water`]; over [`SessionConfig::output_limit`] the connection is
-//!   closed ([`CloseReason::OutputLimit`]).
+//!   [`SessionConfig::low_water`]; over [`SessionConfig::output_limit`] (the hard limit),
+//!   or at or above the high-water mark for [`SessionConfig::backlog_timeout`] (the soft
+//!   one), the connection is closed ([`CloseReason::OutputLimit`]).
 //! - **One deadline.** [`Session::poll_timeout`] is the earliest of the connect or linger
-//!   deadline, the idle and write-stall timeouts and the protocol's own
+//!   deadline, the idle, write-stall and backlog timeouts and the protocol's own
 //!   [`Protocol::poll_timeout`].
 //!
 //! [`PeerError`]: crate::proto::PeerError
@@ -118,6 +119,10 @@ pub struct SessionConfig {
     /// Close a connection whose output has been pending, with none of it taken by the
     /// peer, for this long. Default: none.
     pub write_stall: Option<Duration>,
+    /// Close a connection whose unsent output stays at or above `high_water` this long
+    /// (a slow reader that still takes a little: Redis's soft output-buffer limit), as
+    /// [`CloseReason::OutputLimit`]. `output_limit` is the hard limit. Default 60 s.
+    pub backlog_timeout: Option<Duration>,
 }
 
 impl SessionConfig {
@@ -151,6 +156,7 @@ impl Default for SessionConfig {
             linger: Duration::from_secs(2),
             idle: None,
             write_stall: None,
+            backlog_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -239,6 +245,9 @@ struct Spill {
     /// When output started waiting, or the socket last took some of it (the write-stall
     /// clock), in [`clock`] milliseconds.
     stall_since: u64,
+    /// When unsent output reached the high-water mark (the backlog clock), in [`clock`]
+    /// milliseconds; meaningful while `paused`.
+    backlog_since: u64,
     /// Why the connection is closing, once decided; after `Closed`, the reason
     /// [`Session::poll_close`] hands out.
     reason: Option<CloseReason>,
@@ -275,6 +284,9 @@ pub struct Session<P> {
     /// The close is ours: decided while `Open`, so it ends as `Closed` even if the peer's
     /// FIN comes before ours does.
     ours: bool,
+    /// The driver holds this connection's reading for a reason of its own
+    /// ([`Session::hold_input`]).
+    held: bool,
 }
 
 impl<P: Protocol + fmt::Debug> fmt::Debug for Session<P> {
@@ -323,6 +335,7 @@ impl<P: Protocol> Session<P> {
             paused: false,
             finished: false,
             ours: false,
+            held: false,
         }
     }
 
@@ -353,6 +366,15 @@ impl<P: Protocol> Session<P> {
         self.paused
     }
 
+    /// The driver holds this connection's reading (`true`) for a reason of its own, or
+    /// lets it go (`false`): the reactor holds a connection that delivered to another one
+    /// over its high-water mark, so backpressure reaches a publisher. While held the
+    /// session does not want input ([`Session::wants_read`]) and the protocol's own
+    /// timers wait, as they do while its own output is over the high-water mark.
+    pub fn hold_input(&mut self, held: bool) {
+        self.held = held;
+    }
+
     // ---- what the driver asks ---------------------------------------------------------
 
     /// The bytes to offer the socket now, oldest first (empty: nothing to send). Report
@@ -379,6 +401,7 @@ impl<P: Protocol> Session<P> {
     /// `Closing` and `Draining` too, so that the peer's FIN is seen.
     pub fn wants_read(&self) -> bool {
         !self.paused
+            && !self.held
             && matches!(
                 self.phase,
                 Phase::Open | Phase::HalfClosed | Phase::Closing | Phase::Draining
@@ -418,9 +441,13 @@ impl<P: Protocol> Session<P> {
         let ms = self
             .deadline
             .min(self.idle_deadline())
-            .min(self.stall_deadline());
+            .min(self.stall_deadline())
+            .min(self.backlog_deadline());
         let at = (ms != NEVER).then(|| clock::instant(ms));
-        match (at, self.protocol_live().then(|| self.proto.poll_timeout())) {
+        match (
+            at,
+            self.protocol_timers().then(|| self.proto.poll_timeout()),
+        ) {
             (Some(a), Some(Some(p))) => Some(a.min(p)),
             (a, p) => a.or(p.flatten()),
         }
@@ -592,7 +619,18 @@ impl<P: Protocol> Session<P> {
         if due(self.stall_deadline()) {
             return self.end(cx, CloseReason::WriteStall);
         }
-        if self.protocol_live() && self.proto.poll_timeout().is_some_and(|t| t <= cx.now) {
+        if due(self.backlog_deadline()) {
+            log::info!(
+                "conn {}: dropped as a slow reader: {} bytes unsent, over the high-water mark \
+                 ({}) for {:?}",
+                cx.id,
+                self.buffered_output(),
+                self.cfg.high_water,
+                self.cfg.backlog_timeout.unwrap_or_default()
+            );
+            return self.end(cx, CloseReason::OutputLimit);
+        }
+        if self.protocol_timers() && self.proto.poll_timeout().is_some_and(|t| t <= cx.now) {
             let c = call(&mut self.proto, cx, |p, out| p.handle_timeout(out));
             self.after_call(cx, c.streams, c.action);
         }
@@ -822,6 +860,7 @@ impl<P: Protocol> Session<P> {
                 self.cfg.high_water
             );
             self.paused = true;
+            spill.backlog_since = clock::ceil(cx.now);
         }
     }
 
@@ -896,7 +935,15 @@ impl<P: Protocol> Session<P> {
         }
     }
 
-    /// Returns true if and only if the protocol is still called (its timers count).
+    /// Returns true if and only if the protocol's timers count now: it is still called,
+    /// and its input is not held back. A protocol's deadlines on input (a quiet period
+    /// that ends a line, a header deadline) measure the peer's silence, and a peer whose
+    /// bytes we are not reading is not silent.
+    fn protocol_timers(&self) -> bool {
+        self.protocol_live() && !self.paused && !self.held
+    }
+
+    /// Returns true if and only if the protocol is still called.
     fn protocol_live(&self) -> bool {
         !self.finished
             && matches!(
@@ -911,6 +958,15 @@ impl<P: Protocol> Session<P> {
             Some(d) if self.phase != Phase::Connecting => {
                 self.last_io.saturating_add(clock::ms_of(d))
             }
+            _ => NEVER,
+        }
+    }
+
+    /// The backlog deadline, in clock ms (`NEVER` if none applies): output has stayed at
+    /// or above the high-water mark since `backlog_since`.
+    fn backlog_deadline(&self) -> u64 {
+        match (self.cfg.backlog_timeout, &self.spill) {
+            (Some(d), Some(s)) if self.paused => s.backlog_since.saturating_add(clock::ms_of(d)),
             _ => NEVER,
         }
     }

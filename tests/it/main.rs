@@ -13,6 +13,7 @@ mod agreement;
 mod bench;
 mod cli;
 mod echo;
+mod fanout;
 mod file;
 mod get;
 mod http;
