@@ -53,16 +53,25 @@ enum Command {
         /// Most connections open at once (reactor driver); more wait in the backlog.
         #[arg(long)]
         max_connections: Option<usize>,
-        /// Close a connection after this many seconds without a byte either way (reactor).
+        /// Close a connection after this many seconds without a byte either way.
         #[arg(long, value_name = "SECS")]
         idle_timeout: Option<f64>,
         /// Close a connection whose pending output the peer has not read for this many
-        /// seconds (reactor).
-        #[arg(long, value_name = "SECS")]
-        write_stall_timeout: Option<f64>,
-        /// On Ctrl-C, how many seconds connections get to finish (reactor).
+        /// seconds (nginx's send_timeout); 0: never.
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        write_stall_timeout: f64,
+        /// On Ctrl-C, how many seconds connections get to finish.
         #[arg(long, value_name = "SECS", default_value_t = 5.0)]
         shutdown_grace: f64,
+        /// HTTP: seconds a request head may take from its first byte (then 408).
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        header_timeout: f64,
+        /// HTTP: seconds a request body may pause (then 408).
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        body_timeout: f64,
+        /// HTTP: seconds an idle keep-alive connection is kept.
+        #[arg(long, value_name = "SECS", default_value_t = 75.0)]
+        keepalive_timeout: f64,
     },
     /// Fetch a URL like the tutorials' `GET /` client: prints the status line and headers,
     /// then the body (or writes it to FILE). Redirects are printed, not followed.
@@ -196,9 +205,13 @@ fn main() -> ExitCode {
             idle_timeout,
             write_stall_timeout,
             shutdown_grace,
+            header_timeout,
+            body_timeout,
+            keepalive_timeout,
         } => seconds(idle_timeout, "--idle-timeout")
             .and_then(|idle| {
-                let stall = seconds(write_stall_timeout, "--write-stall-timeout")?;
+                let stall = seconds(Some(write_stall_timeout), "--write-stall-timeout")?
+                    .filter(|d| !d.is_zero());
                 let grace = seconds(Some(shutdown_grace), "--shutdown-grace")?;
                 let mut cfg = Config {
                     timeouts: Timeouts {
@@ -220,9 +233,17 @@ fn main() -> ExitCode {
                         io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
                     })?;
                 }
+                let secs = |v, flag| -> io::Result<Duration> {
+                    Ok(seconds(Some(v), flag)?.unwrap_or_default())
+                };
                 let opts = DemoOptions {
                     file_dir: dir,
-                    http: Default::default(),
+                    http: sockloop::proto::http::server::HttpConfig {
+                        header_timeout: secs(header_timeout, "--header-timeout")?,
+                        body_timeout: secs(body_timeout, "--body-timeout")?,
+                        keepalive_timeout: secs(keepalive_timeout, "--keepalive-timeout")?,
+                        ..Default::default()
+                    },
                     chat: ChatConfig {
                         ping_after: seconds(Some(ping_after), "--ping-after")?.unwrap_or_default(),
                         drop_after: seconds(Some(drop_after), "--drop-after")?.unwrap_or_default(),

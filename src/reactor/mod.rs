@@ -126,7 +126,7 @@ pub struct Config {
     /// Most events taken from the poller per turn. Default 1024.
     pub events_capacity: usize,
     /// Idle and write-stall timeouts for connections (listeners may override). Default:
-    /// none.
+    /// no idle timeout, a 60 s write-stall timeout.
     pub timeouts: Timeouts,
     /// How long a graceful shutdown waits for connections to finish before closing the
     /// rest. Default 5 s.
@@ -156,7 +156,12 @@ impl Default for Config {
             accept_backoff: Duration::from_millis(100),
             linger: Duration::from_secs(2),
             events_capacity: 1024,
-            timeouts: Timeouts::default(),
+            // A peer that never reads would otherwise be held forever: nginx's
+            // send_timeout is 60 s.
+            timeouts: Timeouts {
+                idle: None,
+                write_stall: Some(Duration::from_secs(60)),
+            },
             shutdown_grace: Duration::from_secs(5),
             datagram_queue_limit: 1024 * 1024,
         }

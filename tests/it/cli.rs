@@ -177,3 +177,42 @@ fn bind_in_use_fails_clearly() {
         );
     }
 }
+
+/// The HTTP deadlines are flags: a head that never completes is answered 408 and closed at
+/// `--header-timeout`, under every driver (the blocking ones take the same settings).
+fn http_header_timeout_flag(driver: Driver) {
+    use std::io::{Read, Write};
+    let server = ServerProc::start("http", driver, &["--header-timeout", "0.3"]);
+    let mut c = crate::support::connect(server.addr);
+    let start = std::time::Instant::now();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    let took = start.elapsed();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(250),
+        "not before the deadline ({took:?})"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the flag's 0.3 s, not the default 60 s ({took:?})"
+    );
+}
+crate::support::per_driver!(
+    http_header_timeout_flag: http_header_timeout_flag_reactor,
+    http_header_timeout_flag_threaded,
+    http_header_timeout_flag_iterative
+);
+
+#[test]
+fn a_negative_http_deadline_is_a_usage_error() {
+    let run = run_sockloop(&["serve", "http", "--header-timeout=-1"], b"");
+    assert!(!run.status.success(), "refused");
+    assert!(
+        run.stderr.contains("--header-timeout"),
+        "names the flag: {}",
+        run.stderr
+    );
+}
