@@ -73,6 +73,21 @@ impl DatagramProtocol for DatagramPrinter {
 /// What to do with a chunk of stdin: send it, or (at the end, `None`) finish.
 type OnInput = Rc<dyn Fn(&mut Reactor, Option<&[u8]>)>;
 
+/// How often a client whose connection is over its high-water mark looks again whether it
+/// may read more of stdin. (Stdin is read only while the connection keeps up: a large
+/// input must not pile up in memory, or pass the output limit and end the connection.)
+const BACKPRESSURE_RETRY: Duration = Duration::from_millis(2);
+
+/// Returns true if and only if the reactor holds so much unsent output that reading more
+/// input would only pile it up. The mark is the low-water mark, well below the high-water
+/// mark at which the connection itself would stop reading: a client must keep reading
+/// the server's replies while its own input waits, or a server that writes each reply
+/// whole before reading more (the blocking drivers do) and this client would each wait
+/// for the other.
+fn backlogged(r: &Reactor) -> bool {
+    r.buffered_output() >= r.config().low_water
+}
+
 /// Talks to the server at `addr` over `transport` until the user's input ends and the
 /// server has answered (stream: until it closes; datagrams: [`REPLY_WAIT`] after).
 pub fn run(transport: Transport, addr: &Endpoint) -> io::Result<()> {
@@ -104,6 +119,8 @@ fn run_stream(reactor: &mut Reactor, addr: &Endpoint) -> io::Result<()> {
     }
     let reason = ended.borrow_mut().take();
     match reason {
+        // The server closed, after our FIN or before it (as `greet` does at `exit`).
+        Some(CloseReason::PeerClosed | CloseReason::Closed) | None => Ok(()),
         Some(CloseReason::ConnectFailed(kind)) => Err(io::Error::new(
             kind,
             format!("cannot connect to {addr}: {}", io::Error::from(kind)),
@@ -116,7 +133,10 @@ fn run_stream(reactor: &mut Reactor, addr: &Endpoint) -> io::Result<()> {
             kind,
             format!("connection to {addr} failed: {}", io::Error::from(kind)),
         )),
-        _ => Ok(()),
+        // Anything else ended the connection without the user asking: say why, and fail.
+        Some(other) => Err(io::Error::other(format!(
+            "the connection to {addr} ended: {other}"
+        ))),
     }
 }
 
@@ -174,32 +194,9 @@ fn watch_stdin(reactor: &mut Reactor, on_input: OnInput) -> io::Result<StdinWatc
     if let Ok(file) = reopened {
         let fd = file.as_raw_fd();
         let feed = Rc::clone(&on_input);
-        let mut reader = file.try_clone()?;
+        let reader = Rc::new(RefCell::new(file.try_clone()?));
         let watched = reactor.watch_fd(fd, Interest::READABLE, move |r, token, _ready| {
-            // Edge-triggered: read until WouldBlock.
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => {
-                        log::trace!("stdin: end of input");
-                        r.unwatch(token);
-                        feed(r, None);
-                        return;
-                    }
-                    Ok(n) => {
-                        log::trace!("stdin: read {n} bytes");
-                        feed(r, Some(&buf[..n]));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        log::warn!("stdin: {e}");
-                        r.unwatch(token);
-                        feed(r, None);
-                        return;
-                    }
-                }
-            }
+            read_stdin(r, token, &reader, &feed);
         });
         match watched {
             Ok(_) => {
@@ -224,17 +221,71 @@ fn watch_stdin(reactor: &mut Reactor, on_input: OnInput) -> io::Result<StdinWatc
                     Ok(n) => Some(buf[..n].to_vec()),
                 };
                 let done = chunk.is_none();
-                let posted = handle.post(move |r| {
+                // `call`, not `post`: the chunk is handed over before the next is read, and
+                // the answer says whether the connection keeps up.
+                let answer = handle.call(move |r| {
                     if let Some(feed) = INPUT.with(|slot| slot.borrow().clone()) {
                         feed(r, chunk.as_deref());
                     }
+                    backlogged(r)
                 });
-                if done || posted.is_err() {
+                let Ok(mut behind) = answer else { return };
+                if done {
                     return;
+                }
+                while behind {
+                    std::thread::sleep(BACKPRESSURE_RETRY);
+                    match handle.call(|r| backlogged(r)) {
+                        Ok(b) => behind = b,
+                        Err(_) => return,
+                    }
                 }
             }
         })?;
     Ok(StdinWatch { _file: None })
+}
+
+/// Reads stdin (edge-triggered: until `WouldBlock`) and feeds each chunk, unless the
+/// connection is backlogged: then it stops and looks again shortly, since no new edge
+/// will announce the input it left unread.
+fn read_stdin(
+    r: &mut Reactor,
+    token: mio::Token,
+    reader: &Rc<RefCell<std::fs::File>>,
+    feed: &OnInput,
+) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if backlogged(r) {
+            log::trace!("stdin: the connection is behind; reading stdin again shortly");
+            let (reader, feed) = (Rc::clone(reader), Rc::clone(feed));
+            r.set_timer(BACKPRESSURE_RETRY, move |r| {
+                read_stdin(r, token, &reader, &feed)
+            });
+            return;
+        }
+        let result = reader.borrow_mut().read(&mut buf);
+        match result {
+            Ok(0) => {
+                log::trace!("stdin: end of input");
+                r.unwatch(token);
+                feed(r, None);
+                return;
+            }
+            Ok(n) => {
+                log::trace!("stdin: read {n} bytes");
+                feed(r, Some(&buf[..n]));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::warn!("stdin: {e}");
+                r.unwatch(token);
+                feed(r, None);
+                return;
+            }
+        }
+    }
 }
 
 thread_local! {

@@ -84,6 +84,44 @@ fn help_works() {
     }
 }
 
+/// A large input is sent whole: the client reads stdin only while the connection keeps
+/// up, so it neither piles the input up in memory nor passes the output limit (20 MB in
+/// came back as 4-5 MB, with exit 0, before). 32 MiB, 32 times the output limit.
+fn client_sends_a_large_input_whole(driver: Driver) {
+    let server = ServerProc::start("echo", driver, &[]);
+    let addr = server.addr.to_string();
+    let input: Vec<u8> = (0..32usize << 20)
+        .map(|i| {
+            if i % 64 == 63 {
+                b'\n'
+            } else {
+                b'a' + (i % 23) as u8
+            }
+        })
+        .collect();
+    let run = run_sockloop(&["client", "echo", "--addr", &addr], &input);
+    assert!(
+        run.status.success(),
+        "{driver}: exit {}; stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    assert_eq!(
+        run.stdout.len(),
+        input.len(),
+        "{driver}: every byte came back"
+    );
+    assert!(
+        run.stdout.as_bytes() == input.as_slice(),
+        "{driver}: in order"
+    );
+}
+crate::support::per_driver!(
+    client_sends_a_large_input_whole: client_large_input_reactor,
+    client_large_input_threaded,
+    client_large_input_iterative
+);
+
 fn client_echo(driver: Driver) {
     let server = ServerProc::start("echo", driver, &[]);
     let addr = server.addr.to_string();
