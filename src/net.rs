@@ -214,3 +214,30 @@ mod throttle_tests {
         assert_eq!(t.allow(t0 + Duration::from_millis(2500)), Some(1));
     }
 }
+
+/// Receives one datagram on `sock` into `buf` and returns its *whole* length (larger than
+/// `buf` when the kernel truncated it: `MSG_TRUNC` asks for the real length, so
+/// truncation is known rather than guessed from a full buffer) and its sender. `unix`
+/// says how to read the sender's address. Shared by the reactor and the blocking drivers.
+pub(crate) fn recv_datagram(
+    sock: socket2::SockRef<'_>,
+    buf: &mut [u8],
+    unix: bool,
+) -> std::io::Result<(usize, Endpoint)> {
+    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and the bytes are
+    // initialised already; recvfrom(2) only writes initialised bytes into them, so they
+    // stay valid `u8`s.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    let (n, from) = sock.recv_from_with_flags(uninit, libc::MSG_TRUNC)?;
+    let from = if unix {
+        Endpoint::Unix(from.as_pathname().map(Into::into).unwrap_or_default())
+    } else {
+        Endpoint::Inet(from.as_socket().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a UDP datagram from a non-IP address",
+            )
+        })?)
+    };
+    Ok((n, from))
+}

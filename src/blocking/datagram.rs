@@ -40,9 +40,9 @@ pub fn serve_datagrams<P: DatagramProtocol + ?Sized>(
                 continue;
             }
         };
-        if n >= buf.len() {
+        if n > buf.len() {
             log::warn!(
-                "dropped a datagram from {from}: larger than {} bytes",
+                "dropped a datagram from {from} of {n} bytes: larger than {} bytes",
                 buf.len()
             );
             continue;
@@ -99,11 +99,15 @@ impl BlockingDatagram {
         }
     }
 
+    /// Receives one datagram into `buf`: its whole length (over `buf.len()` when
+    /// truncated) and its sender ([`crate::net::recv_datagram`]).
     fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Endpoint)> {
         match self {
-            BlockingDatagram::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Endpoint::Inet(a))),
+            BlockingDatagram::Udp(s) => {
+                crate::net::recv_datagram(socket2::SockRef::from(s), buf, false)
+            }
             BlockingDatagram::Unix(s, _) => {
-                s.recv_from(buf).map(|(n, a)| (n, Endpoint::from_unix(&a)))
+                crate::net::recv_datagram(socket2::SockRef::from(s), buf, true)
             }
         }
     }

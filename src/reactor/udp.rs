@@ -42,10 +42,14 @@ pub(crate) enum DgramSocket {
 }
 
 impl DgramSocket {
+    /// Receives one datagram into `buf`: its whole length (over `buf.len()` when
+    /// truncated) and its sender ([`crate::net::recv_datagram`]).
     fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Endpoint)> {
         match self {
-            DgramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Endpoint::Inet(a))),
-            DgramSocket::Unix(s, _) => s.recv_from(buf).map(|(n, a)| (n, Endpoint::from_unix(&a))),
+            DgramSocket::Udp(s) => crate::net::recv_datagram(socket2::SockRef::from(s), buf, false),
+            DgramSocket::Unix(s, _) => {
+                crate::net::recv_datagram(socket2::SockRef::from(s), buf, true)
+            }
         }
     }
 
@@ -185,10 +189,10 @@ impl Datagram {
                     continue;
                 }
             };
-            if n >= core.read_buf.len() {
+            if n > core.read_buf.len() {
                 core.stats.datagrams_truncated += 1;
                 log::warn!(
-                    "datagram {}: dropped a datagram from {from} of {n} bytes or more: larger than the {}-byte buffer, truncated by the kernel",
+                    "datagram {}: dropped a datagram from {from} of {n} bytes: larger than the {}-byte buffer, truncated by the kernel",
                     self.local,
                     core.read_buf.len()
                 );

@@ -506,6 +506,41 @@ fn oversized_unix_datagram_is_dropped_and_counted() {
     assert_eq!(reactor.stats().datagrams_truncated, 1);
 }
 
+/// Truncation is known, not guessed (`MSG_TRUNC`): a datagram exactly as large as the
+/// read buffer is whole and served; one byte more is dropped and counted.
+#[test]
+fn a_datagram_exactly_the_buffer_size_is_served() {
+    let cfg = Config {
+        read_buffer: 4096,
+        ..Config::default()
+    };
+    let mut reactor = Reactor::with_config(cfg).unwrap();
+    let (_, bound) = reactor
+        .bind_datagram(&Endpoint::Inet(crate::support::localhost()), DatagramEcho)
+        .expect("bind");
+    let server = bound.inet().unwrap();
+    let client = std::net::UdpSocket::bind(crate::support::localhost()).unwrap();
+    client.send_to(&pattern(3, 4096), server).unwrap();
+    pump_until(
+        &mut reactor,
+        WAIT,
+        "the full-size datagram is answered",
+        |r| r.stats().datagrams_out == 1,
+    );
+    client.send_to(&pattern(3, 4097), server).unwrap();
+    pump_until(&mut reactor, WAIT, "the larger one is counted", |r| {
+        r.stats().datagrams_truncated == 1
+    });
+    let mut buf = vec![0u8; 8192];
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        pattern(3, 4096).as_slice(),
+        "the whole datagram came back"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 12. Unix socket files: stale, in use, not a socket, removed at exit.
 
