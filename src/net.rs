@@ -196,25 +196,6 @@ impl Throttle {
     }
 }
 
-#[cfg(test)]
-mod throttle_tests {
-    use super::Throttle;
-    use std::time::{Duration, Instant};
-
-    #[test]
-    fn one_line_a_second_with_a_count_of_the_rest() {
-        let t0 = Instant::now();
-        let mut t = Throttle::default();
-        assert_eq!(t.allow(t0), Some(0));
-        for ms in [100, 200, 900] {
-            assert_eq!(t.allow(t0 + Duration::from_millis(ms)), None);
-        }
-        assert_eq!(t.allow(t0 + Duration::from_millis(1000)), Some(3));
-        assert_eq!(t.allow(t0 + Duration::from_millis(1500)), None);
-        assert_eq!(t.allow(t0 + Duration::from_millis(2500)), Some(1));
-    }
-}
-
 /// Receives one datagram on `sock` into `buf` and returns its *whole* length (larger than
 /// `buf` when the kernel truncated it: `MSG_TRUNC` asks for the real length, so
 /// truncation is known rather than guessed from a full buffer) and its sender. `unix`
@@ -240,4 +221,23 @@ pub(crate) fn recv_datagram(
         })?)
     };
     Ok((n, from))
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::Throttle;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn one_line_a_second_with_a_count_of_the_rest() {
+        let t0 = Instant::now();
+        let mut t = Throttle::default();
+        assert_eq!(t.allow(t0), Some(0));
+        for ms in [100, 200, 900] {
+            assert_eq!(t.allow(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(t.allow(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(t.allow(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(t.allow(t0 + Duration::from_millis(2500)), Some(1));
+    }
 }
