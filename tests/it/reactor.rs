@@ -773,6 +773,29 @@ fn handle_posts_run_on_the_loop_in_order_and_shutdown_stops_it() {
 // ---------------------------------------------------------------------------------------
 // 5. The connection limit, and tunables that make no sense.
 
+/// `Reactor::close` on a connection that has half-closed (our FIN is out, we still read)
+/// does what it says: the connection stops reading for the protocol and drains to the
+/// peer's FIN under the linger deadline, instead of returning true and doing nothing.
+#[test]
+fn close_after_shutdown_write_drains_and_ends() {
+    let mut reactor = Reactor::with_config(test_config()).unwrap();
+    let addr = reactor.listen(localhost(), || Echo).unwrap();
+    let to = sockloop::net::Endpoint::Inet(addr);
+    let token = reactor.connect(&to, Some(WAIT), Echo).unwrap();
+    pump_until(&mut reactor, WAIT, "the connect completes", |r| {
+        r.phase(token) == Some(Phase::Open)
+    });
+    assert!(reactor.shutdown_write(token));
+    pump_until(&mut reactor, WAIT, "our FIN is out", |r| {
+        r.phase(token) == Some(Phase::HalfClosed)
+    });
+    assert!(reactor.close(token));
+    assert_eq!(reactor.phase(token), Some(Phase::Draining));
+    pump_until(&mut reactor, WAIT, "the peer's FIN ends it", |r| {
+        r.phase(token).is_none()
+    });
+}
+
 /// Nonsense tunables are refused with the setting's name, before any socket exists: a
 /// zero accept batch would spin the loop, output marks out of order would never resume.
 #[test]
