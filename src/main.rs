@@ -97,7 +97,7 @@ enum Command {
     /// Benchmark the drivers side by side: child-process servers pinned to one core, a
     /// load generator on sockloop's own reactor pinned to the other. See BENCHMARKING.md.
     Bench {
-        /// Scenarios or families (echo, pipelined, large, idle, http), comma-separated.
+        /// Scenarios or families (echo, pipelined, large, idle, http, attack), comma-separated.
         #[arg(long, value_delimiter = ',')]
         scenario: Vec<String>,
         /// Drivers to compare: reactor, threaded, iterative, tokio (comma-separated).

@@ -16,6 +16,7 @@
 //! scenarios with more than one connection are skipped for it. Every wait is bounded: a
 //! scenario that makes no progress for 5 s ends with an error.
 
+pub mod attack;
 pub mod loadgen;
 pub mod report;
 pub mod svg;
@@ -129,6 +130,9 @@ pub enum Scenario {
         /// Connections.
         conns: usize,
     },
+    /// One healthy echo connection (64 B ping-pong, as `echo-64-c1`, its baseline) while
+    /// an [`attack::Attack`] runs beside it: what a hostile peer costs the others.
+    Attack(attack::Attack),
 }
 
 impl Scenario {
@@ -161,6 +165,16 @@ impl Scenario {
         });
         v.extend(idle.iter().map(|&conns| Scenario::Idle { conns }));
         v.extend(http.iter().map(|&conns| Scenario::Http { conns }));
+        let (loris, storm, blast) = if quick {
+            (200, 1000, 64)
+        } else {
+            (1000, 5000, 1024)
+        };
+        v.extend([
+            Scenario::Attack(attack::Attack::Slowloris { conns: loris }),
+            Scenario::Attack(attack::Attack::ConnectStorm { total: storm }),
+            Scenario::Attack(attack::Attack::Blast { mib: blast }),
+        ]);
         v
     }
 
@@ -195,7 +209,8 @@ impl Scenario {
         Ok(out)
     }
 
-    /// The family in [`Scenario::select`]: `echo`, `pipelined`, `large`, `idle`, `http`.
+    /// The family in [`Scenario::select`]: `echo`, `pipelined`, `large`, `idle`, `http`,
+    /// `attack`.
     pub fn family(&self) -> &'static str {
         match *self {
             Scenario::Echo { depth, .. } if depth > 1 => "pipelined",
@@ -203,6 +218,7 @@ impl Scenario {
             Scenario::Echo { .. } => "echo",
             Scenario::Idle { .. } => "idle",
             Scenario::Http { .. } => "http",
+            Scenario::Attack(_) => "attack",
         }
     }
 
@@ -216,6 +232,7 @@ impl Scenario {
             Scenario::Echo { size, conns, .. } => format!("echo-{size}-c{conns}"),
             Scenario::Idle { conns } => format!("idle-c{conns}"),
             Scenario::Http { conns } => format!("http-c{conns}"),
+            Scenario::Attack(a) => format!("attack-{}", a.name()),
         }
     }
 
@@ -225,6 +242,7 @@ impl Scenario {
             Scenario::Echo { conns, .. } | Scenario::Idle { conns } | Scenario::Http { conns } => {
                 conns
             }
+            Scenario::Attack(a) => 1 + a.conns(),
         }
     }
 }
@@ -241,7 +259,8 @@ impl FromStr for Scenario {
         let bad = || {
             format!(
                 "unknown scenario {s:?}: use echo-<size>-c<conns>[-d<depth>], idle-c<conns>, \
-                 http-c<conns>, or a family: echo, pipelined, large, idle, http"
+                 http-c<conns>, attack-slowloris-c<conns>, attack-storm-<connects>, \
+                 attack-blast-<MiB>, or a family: echo, pipelined, large, idle, http, attack"
             )
         };
         let num = |p: Option<&str>, prefix: &str| -> Result<usize, String> {
@@ -273,6 +292,18 @@ impl FromStr for Scenario {
             Some("http") => Scenario::Http {
                 conns: num(parts.next(), "c")?,
             },
+            Some("attack") => Scenario::Attack(match parts.next() {
+                Some("slowloris") => attack::Attack::Slowloris {
+                    conns: num(parts.next(), "c")?,
+                },
+                Some("storm") => attack::Attack::ConnectStorm {
+                    total: num(parts.next(), "")?,
+                },
+                Some("blast") => attack::Attack::Blast {
+                    mib: num(parts.next(), "")?,
+                },
+                _ => return Err(bad()),
+            }),
             _ => return Err(bad()),
         };
         if parts.next().is_some() {
@@ -730,6 +761,29 @@ fn measure(
                     ),
                     Scenario::Idle { conns } => {
                         run_load(addr, pid, (conns, 64, 1, true), (warmup, window), progress)
+                    }
+                    Scenario::Attack(attack) => {
+                        // The attack starts first and runs until the healthy client's
+                        // measurement is over.
+                        let stop = std::sync::atomic::AtomicBool::new(false);
+                        std::thread::scope(|s| {
+                            let attacker = std::thread::Builder::new()
+                                .name("bench-attack".into())
+                                .spawn_scoped(s, || attack::run(addr, attack, &stop))?;
+                            progress(format!("1 healthy connection under {}", attack.name()));
+                            let m =
+                                run_load(addr, pid, (1, 64, 1, false), (warmup, window), progress);
+                            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                            let done = attacker.join().unwrap_or_default();
+                            log::info!(
+                                "{}: {} connects, {} failures, {} bytes sent",
+                                attack.name(),
+                                done.connects,
+                                done.failures,
+                                done.bytes
+                            );
+                            m
+                        })
                     }
                 }
             })

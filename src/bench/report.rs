@@ -176,6 +176,56 @@ pub fn write_ratios(report: &BenchReport, out: &mut dyn Write) -> io::Result<()>
         }
         writeln!(out)?;
     }
+    write_attack_costs(report, out)
+}
+
+/// For each attack scenario and driver: the healthy client's p50 and p99 next to its
+/// baseline (`echo-64-c1` under the same driver), as ratios and the p99's difference.
+pub fn write_attack_costs(report: &BenchReport, out: &mut dyn Write) -> io::Result<()> {
+    let baseline = Scenario::Echo {
+        size: 64,
+        conns: 1,
+        depth: 1,
+    };
+    let mut lines = Vec::new();
+    for s in scenarios(report) {
+        if !matches!(s, Scenario::Attack(_)) {
+            continue;
+        }
+        for d in BenchDriver::ALL {
+            let (Some(a), Some(b)) = (
+                report.row(d, s).and_then(|r| r.measured()),
+                report.row(d, baseline).and_then(|r| r.measured()),
+            ) else {
+                continue;
+            };
+            let (Some(a50), Some(a99), Some(b50), Some(b99)) =
+                (a.p50_us, a.p99_us, b.p50_us, b.p99_us)
+            else {
+                continue;
+            };
+            lines.push(format!(
+                "  {:<24} {:<9} p50 {:.0} us (x{}), p99 {:.0} us (x{}, {:+.0} us)",
+                s.name(),
+                d.name(),
+                a50,
+                ratio(a50 / b50),
+                a99,
+                ratio(a99 / b99),
+                a99 - b99
+            ));
+        }
+    }
+    if !lines.is_empty() {
+        writeln!(
+            out,
+            "a healthy client under attack, against its baseline (echo-64-c1, same driver):"
+        )?;
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+        writeln!(out)?;
+    }
     Ok(())
 }
 
@@ -234,6 +284,7 @@ pub fn json(report: &BenchReport) -> String {
             Scenario::Echo { size, depth, .. } => ("echo", Some(size), Some(depth)),
             Scenario::Idle { .. } => ("idle", None, None),
             Scenario::Http { .. } => ("http", None, None),
+            Scenario::Attack(_) => ("attack", Some(64), Some(1)),
         };
         let mut f = vec![
             format!("\"scenario\": {}", string(&r.scenario.name())),
