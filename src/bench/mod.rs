@@ -384,6 +384,8 @@ pub struct Measurement {
     pub p99_us: Option<f64>,
     /// See `p50_us`.
     pub p999_us: Option<f64>,
+    /// The longest round trip, in microseconds (none for wrk).
+    pub max_us: Option<f64>,
     /// Server CPU time (all threads, user + system) over the window per message.
     pub cpu_us_per_msg: Option<f64>,
     /// Server resident memory at the end of the window (http: the most seen while wrk
@@ -741,6 +743,7 @@ fn measure(
                             p50_us: r.p50_us,
                             p99_us: r.p99_us,
                             p999_us: None,
+                            max_us: None,
                             cpu_us_per_msg: cpu
                                 .filter(|_| r.requests > 0)
                                 .map(|c| c.as_secs_f64() * 1e6 / r.requests as f64),
@@ -814,6 +817,7 @@ fn from_load(r: &loadgen::LoadResult, idle: bool) -> Measurement {
         p50_us: q(0.5),
         p99_us: q(0.99),
         p999_us: q(0.999),
+        max_us: (!r.hist.is_empty()).then(|| r.hist.max() as f64 / 1000.0),
         cpu_us_per_msg: r
             .server_cpu
             .filter(|_| r.msgs > 0)

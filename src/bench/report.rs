@@ -204,8 +204,11 @@ pub fn write_attack_costs(report: &BenchReport, out: &mut dyn Write) -> io::Resu
             else {
                 continue;
             };
+            let max = a
+                .max_us
+                .map_or(String::new(), |m| format!(", max {m:.0} us"));
             lines.push(format!(
-                "  {:<24} {:<9} p50 {:.0} us (x{}), p99 {:.0} us (x{}, {:+.0} us)",
+                "  {:<24} {:<9} p50 {:.0} us (x{}), p99 {:.0} us (x{}, {:+.0} us){max}",
                 s.name(),
                 d.name(),
                 a50,
@@ -307,6 +310,7 @@ pub fn json(report: &BenchReport) -> String {
                 f.push(format!("\"p50_us\": {}", number(m.p50_us)));
                 f.push(format!("\"p99_us\": {}", number(m.p99_us)));
                 f.push(format!("\"p999_us\": {}", number(m.p999_us)));
+                f.push(format!("\"max_us\": {}", number(m.max_us)));
                 f.push(format!("\"cpu_us_per_msg\": {}", number(m.cpu_us_per_msg)));
                 f.push(format!(
                     "\"rss_bytes\": {}",
