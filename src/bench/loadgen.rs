@@ -1,7 +1,7 @@
 //! The load generator: one thread, one sockloop [`Reactor`], up to 10,000 outgoing
 //! connections.
 //!
-//! Every connection is a [`Pinger`], a sans-I/O [`Protocol`] like the servers' own: on
+//! Every connection is a `Pinger`, a sans-I/O [`Protocol`] like the servers' own: on
 //! open it sends `depth` messages of `size` bytes; every byte that comes back is checked
 //! against what was sent, and each message echoed whole is a round trip, timed into an
 //! HdrHistogram and answered with the next message (so `depth` stay in flight: closed

@@ -251,60 +251,41 @@ pub trait Protocol {
     }
 }
 
-impl<P: Protocol + ?Sized> Protocol for Box<P> {
-    fn handle_open(&mut self, out: &mut Out<'_>) {
-        (**self).handle_open(out)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        (**self).poll_timeout()
-    }
-    fn handle_timeout(&mut self, out: &mut Out<'_>) {
-        (**self).handle_timeout(out)
-    }
-    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
-        (**self).handle_shutdown(out)
-    }
-    fn handle_writable(&mut self, out: &mut Out<'_>) {
-        (**self).handle_writable(out)
-    }
-    fn handle_close(&mut self, reason: &CloseReason) {
-        (**self).handle_close(reason)
-    }
-    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
-        (**self).handle_input(input, out)
-    }
-    fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
-        (**self).handle_eof(rest, out)
-    }
+/// Forwards every method of [`Protocol`] through a pointer to the machine it points to.
+macro_rules! forward_protocol {
+    ($($ptr:ty),*) => {$(
+        impl<P: Protocol + ?Sized> Protocol for $ptr {
+            fn handle_open(&mut self, out: &mut Out<'_>) {
+                (**self).handle_open(out)
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                (**self).poll_timeout()
+            }
+            fn handle_timeout(&mut self, out: &mut Out<'_>) {
+                (**self).handle_timeout(out)
+            }
+            fn handle_shutdown(&mut self, out: &mut Out<'_>) {
+                (**self).handle_shutdown(out)
+            }
+            fn handle_writable(&mut self, out: &mut Out<'_>) {
+                (**self).handle_writable(out)
+            }
+            fn handle_close(&mut self, reason: &CloseReason) {
+                (**self).handle_close(reason)
+            }
+            fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+                (**self).handle_input(input, out)
+            }
+            fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
+                (**self).handle_eof(rest, out)
+            }
+        }
+    )*};
 }
 
-/// A borrowed machine is driven like an owned one (the blocking drivers drive the caller's).
-impl<P: Protocol + ?Sized> Protocol for &mut P {
-    fn handle_open(&mut self, out: &mut Out<'_>) {
-        (**self).handle_open(out)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        (**self).poll_timeout()
-    }
-    fn handle_timeout(&mut self, out: &mut Out<'_>) {
-        (**self).handle_timeout(out)
-    }
-    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
-        (**self).handle_shutdown(out)
-    }
-    fn handle_writable(&mut self, out: &mut Out<'_>) {
-        (**self).handle_writable(out)
-    }
-    fn handle_close(&mut self, reason: &CloseReason) {
-        (**self).handle_close(reason)
-    }
-    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
-        (**self).handle_input(input, out)
-    }
-    fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
-        (**self).handle_eof(rest, out)
-    }
-}
+// A boxed machine (the reactor's, of any type) and a borrowed one (the blocking drivers
+// drive the caller's) are driven like the machine itself.
+forward_protocol!(Box<P>, &mut P);
 
 /// How a driver delivers bytes to one of its connections on behalf of a [`Mailbox`].
 pub trait Deliver: Send + Sync {
