@@ -72,6 +72,10 @@ enum Command {
         /// HTTP: seconds an idle keep-alive connection is kept.
         #[arg(long, value_name = "SECS", default_value_t = 75.0)]
         keepalive_timeout: f64,
+        /// Echo over tcp: also serve it over UDP on the same address and port, in the same
+        /// server (what `sockloop bench`'s UDP flood aims at).
+        #[arg(long)]
+        also_udp: bool,
     },
     /// Fetch a URL like the tutorials' `GET /` client: prints the status line and headers,
     /// then the body (or writes it to FILE). Redirects are printed, not followed.
@@ -208,6 +212,7 @@ fn main() -> ExitCode {
             header_timeout,
             body_timeout,
             keepalive_timeout,
+            also_udp,
         } => seconds(idle_timeout, "--idle-timeout")
             .and_then(|idle| {
                 let stall = seconds(Some(write_stall_timeout), "--write-stall-timeout")?
@@ -244,6 +249,7 @@ fn main() -> ExitCode {
                         keepalive_timeout: secs(keepalive_timeout, "--keepalive-timeout")?,
                         ..Default::default()
                     },
+                    also_udp,
                     chat: ChatConfig {
                         ping_after: seconds(Some(ping_after), "--ping-after")?.unwrap_or_default(),
                         drop_after: seconds(Some(drop_after), "--drop-after")?.unwrap_or_default(),

@@ -30,6 +30,12 @@ pub enum Attack {
         /// MiB to send at most.
         mib: usize,
     },
+    /// `rate` 64-byte UDP datagrams a second at the same server's UDP echo (it is started
+    /// with `--also-udp`, on the TCP port's number), paced in 1 ms batches.
+    UdpFlood {
+        /// Datagrams a second.
+        rate: usize,
+    },
 }
 
 impl Attack {
@@ -39,14 +45,20 @@ impl Attack {
             Attack::Slowloris { conns } => format!("slowloris-c{conns}"),
             Attack::ConnectStorm { total } => format!("storm-{total}"),
             Attack::Blast { mib } => format!("blast-{mib}"),
+            Attack::UdpFlood { rate } => format!("udpflood-{rate}"),
         }
+    }
+
+    /// Returns true if and only if the server must also serve UDP (`--also-udp`).
+    pub fn needs_udp(&self) -> bool {
+        matches!(self, Attack::UdpFlood { .. })
     }
 
     /// Connections it holds open at once (besides the healthy one).
     pub fn conns(&self) -> usize {
         match *self {
             Attack::Slowloris { conns } => conns,
-            Attack::ConnectStorm { .. } | Attack::Blast { .. } => 1,
+            Attack::ConnectStorm { .. } | Attack::Blast { .. } | Attack::UdpFlood { .. } => 1,
         }
     }
 }
@@ -54,7 +66,7 @@ impl Attack {
 /// What an attack did.
 #[derive(Clone, Debug, Default)]
 pub struct AttackStats {
-    /// Connections opened (slowloris, storm) or 1 (blast).
+    /// Connections opened (slowloris, storm) or 1 (blast); datagrams sent (UDP flood).
     pub connects: u64,
     /// Connects refused or timed out, and writes that failed.
     pub failures: u64,
@@ -159,6 +171,39 @@ pub fn run(addr: SocketAddr, attack: Attack, stop: &AtomicBool) -> AttackStats {
                 }
                 done.store(true, Ordering::SeqCst);
             });
+        }
+        Attack::UdpFlood { rate } => {
+            let sock = match std::net::UdpSocket::bind(("127.0.0.1", 0))
+                .and_then(|s| s.connect(addr).map(|()| s))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            {
+                Ok(s) => s,
+                Err(_) => {
+                    stats.failures += 1;
+                    return stats;
+                }
+            };
+            let per_ms = rate.div_ceil(1000).max(1);
+            let datagram = [b'u'; 64];
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                for _ in 0..per_ms {
+                    match sock.send(&datagram) {
+                        Ok(n) => {
+                            stats.connects += 1;
+                            stats.bytes += n as u64;
+                        }
+                        // A full send buffer (or an ICMP error from an earlier one): the
+                        // flood goes on; the count says how much got out.
+                        Err(_) => stats.failures += 1,
+                    }
+                }
+                // The echoes would fill our receive buffer; the kernel drops the rest.
+                let pause = Duration::from_millis(1).saturating_sub(started.elapsed());
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+            }
         }
     }
     stats

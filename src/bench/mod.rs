@@ -165,15 +165,16 @@ impl Scenario {
         });
         v.extend(idle.iter().map(|&conns| Scenario::Idle { conns }));
         v.extend(http.iter().map(|&conns| Scenario::Http { conns }));
-        let (loris, storm, blast) = if quick {
-            (200, 1000, 64)
+        let (loris, storm, blast, flood) = if quick {
+            (200, 1000, 64, 20_000)
         } else {
-            (1000, 5000, 1024)
+            (1000, 5000, 1024, 100_000)
         };
         v.extend([
             Scenario::Attack(attack::Attack::Slowloris { conns: loris }),
             Scenario::Attack(attack::Attack::ConnectStorm { total: storm }),
             Scenario::Attack(attack::Attack::Blast { mib: blast }),
+            Scenario::Attack(attack::Attack::UdpFlood { rate: flood }),
         ]);
         v
     }
@@ -260,7 +261,7 @@ impl FromStr for Scenario {
             format!(
                 "unknown scenario {s:?}: use echo-<size>-c<conns>[-d<depth>], idle-c<conns>, \
                  http-c<conns>, attack-slowloris-c<conns>, attack-storm-<connects>, \
-                 attack-blast-<MiB>, or a family: echo, pipelined, large, idle, http, attack"
+                 attack-blast-<MiB>, attack-udpflood-<per second>, or a family: echo, pipelined, large, idle, http, attack"
             )
         };
         let num = |p: Option<&str>, prefix: &str| -> Result<usize, String> {
@@ -301,6 +302,9 @@ impl FromStr for Scenario {
                 },
                 Some("blast") => attack::Attack::Blast {
                     mib: num(parts.next(), "")?,
+                },
+                Some("udpflood") => attack::Attack::UdpFlood {
+                    rate: num(parts.next(), "")?,
                 },
                 _ => return Err(bad()),
             }),
@@ -605,6 +609,10 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
                 )
             } else if driver == BenchDriver::Tokio && !http && !tokio_built {
                 Outcome::Skipped("tokio_echo example not built".into())
+            } else if driver == BenchDriver::Tokio
+                && matches!(scenario, Scenario::Attack(a) if a.needs_udp())
+            {
+                Outcome::Skipped("tokio_echo serves no UDP".into())
             } else if http && !wrk_ok {
                 Outcome::Skipped("wrk not installed".into())
             } else {
@@ -682,6 +690,9 @@ fn start_server(
                 "--shutdown-grace",
                 "0.5",
             ]);
+            if matches!(scenario, Scenario::Attack(a) if a.needs_udp()) {
+                cmd.arg("--also-udp");
+            }
         }
         None => {
             cmd = Command::new(peer);

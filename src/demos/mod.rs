@@ -48,6 +48,10 @@ pub struct DemoOptions {
     pub chat: ChatConfig,
     /// Limits and timeouts of the http demo.
     pub http: HttpConfig,
+    /// Also serve the demo's datagram form over UDP on the TCP listener's own address
+    /// and port, in the same server (for a benchmark's UDP flood against it). Only for
+    /// demos with both forms (echo) served over TCP.
+    pub also_udp: bool,
 }
 
 impl Default for DemoOptions {
@@ -56,6 +60,7 @@ impl Default for DemoOptions {
             file_dir: "inbox".into(),
             chat: ChatConfig::default(),
             http: HttpConfig::default(),
+            also_udp: false,
         }
     }
 }
@@ -331,6 +336,17 @@ pub fn spawn_with(
             ),
         ));
     }
+    let also_udp = opts.also_udp;
+    if also_udp && (transport != Transport::Tcp || !demo.supports(Transport::Udp)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--also-udp serves a demo's datagram form beside it over tcp; the {} demo \
+                 over {transport} has none",
+                demo.name()
+            ),
+        ));
+    }
     let factory = demo.stream_factory(opts);
     let listening = move |addr| {
         vec![Listening {
@@ -339,10 +355,26 @@ pub fn spawn_with(
             addr,
         }]
     };
+    // With `also_udp`: the UDP address beside a bound TCP one (same IP and port).
+    let udp_beside = |addr: &Endpoint| -> io::Result<Endpoint> {
+        match addr {
+            Endpoint::Inet(a) => Ok(Endpoint::Inet(*a)),
+            Endpoint::Unix(_) => Err(io::Error::other("--also-udp needs a TCP address")),
+        }
+    };
     match driver {
         Driver::Reactor => spawn_reactor(cfg, move |reactor| {
-            let addr = serve_on(reactor, demo, transport, &at, factory)?;
-            Ok(listening(addr))
+            let addr = serve_on(reactor, demo, transport, &at, Arc::clone(&factory))?;
+            let mut l = listening(addr.clone());
+            if also_udp {
+                let udp = serve_on(reactor, demo, Transport::Udp, &udp_beside(&addr)?, factory)?;
+                l.push(Listening {
+                    demo: demo.name(),
+                    transport: Transport::Udp,
+                    addr: udp,
+                });
+            }
+            Ok(l)
         }),
         Driver::Threaded | Driver::Iterative if transport.is_datagram() => {
             // Datagrams need no per-peer thread: both blocking modes run one recv loop.
@@ -368,17 +400,52 @@ pub fn spawn_with(
             };
             let session = cfg.session_config(&cfg.timeouts);
             let listener = BlockingListener::bind(&at)?;
-            let server = BlockingServer::spawn_with(listener, mode, factory, session)?;
-            let bound = server.local_addr().clone();
-            let stop = server.stopper(cfg.shutdown_grace);
+            let bound = listener.local_addr()?;
+            let mut l = listening(bound.clone());
+            // The datagram form beside it, if asked: one recv loop on a thread of its own.
+            let udp_stop = Arc::new(AtomicBool::new(false));
+            let udp = if also_udp {
+                let sock =
+                    BlockingDatagram::bind(&udp_beside(&bound)?, Duration::from_millis(100))?;
+                l.push(Listening {
+                    demo: demo.name(),
+                    transport: Transport::Udp,
+                    addr: sock.local_addr()?,
+                });
+                let flag = Arc::clone(&udp_stop);
+                Some(
+                    std::thread::Builder::new()
+                        .name("datagram".into())
+                        .spawn(move || {
+                            blocking::serve_datagrams(&sock, &mut *demo.datagram(), &flag)
+                        })?,
+                )
+            } else {
+                None
+            };
+            let server = match BlockingServer::spawn_with(listener, mode, factory, session) {
+                Ok(server) => server,
+                Err(e) => {
+                    udp_stop.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            };
+            let stop_tcp = server.stopper(cfg.shutdown_grace);
             let thread = std::thread::Builder::new()
                 .name("blocking-server".into())
                 .spawn(move || {
                     server.join();
+                    if let Some(t) = udp {
+                        let _ = t.join();
+                    }
                     Ok(())
                 })?;
+            let stop = move || {
+                udp_stop.store(true, Ordering::SeqCst);
+                stop_tcp();
+            };
             Ok(Server {
-                listening: listening(bound),
+                listening: l,
                 stop: Arc::new(stop),
                 thread: Some(thread),
             })

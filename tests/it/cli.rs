@@ -254,3 +254,35 @@ fn a_negative_http_deadline_is_a_usage_error() {
         run.stderr
     );
 }
+
+/// `serve echo --also-udp` serves the datagram echo on the TCP port's number too, in the
+/// same server, under the reactor and the threaded driver (what the bench's UDP flood
+/// aims at); a demo without a datagram form refuses the flag.
+fn serve_also_udp(driver: Driver) {
+    use std::io::{Read, Write};
+    let server = ServerProc::start("echo", driver, &["--also-udp"]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(crate::support::WAIT)).unwrap();
+    udp.send_to(b"over udp", server.addr).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = udp.recv_from(&mut buf).expect("the UDP echo");
+    assert_eq!(&buf[..n], b"over udp");
+    let mut tcp = crate::support::connect(server.addr);
+    tcp.write_all(b"over tcp\n").unwrap();
+    let mut back = [0u8; 9];
+    tcp.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"over tcp\n");
+}
+crate::support::per_driver!(
+    serve_also_udp: serve_also_udp_reactor, serve_also_udp_threaded, serve_also_udp_iterative
+);
+
+#[test]
+fn also_udp_needs_a_demo_with_a_datagram_form() {
+    let run = run_sockloop(
+        &["serve", "ack", "--addr", "127.0.0.1:0", "--also-udp"],
+        b"",
+    );
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("--also-udp"), "{}", run.stderr);
+}
