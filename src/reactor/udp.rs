@@ -232,10 +232,11 @@ impl Datagram {
                 }
             }
         }
-        // Each entry costs its bytes and a fixed overhead, so a flood of empty datagrams
-        // meets the bound too.
-        let cost = t.bytes.len() + ENTRY_COST;
-        if self.queued_bytes + cost > core.cfg.datagram_queue_limit {
+        let Some(queued) = admit(
+            self.queued_bytes,
+            t.bytes.len(),
+            core.cfg.datagram_queue_limit,
+        ) else {
             log::debug!(
                 "datagram {}: send queue full ({} bytes): dropping a datagram to {}",
                 self.local,
@@ -244,8 +245,8 @@ impl Datagram {
             );
             core.stats.datagrams_dropped += 1;
             return;
-        }
-        self.queued_bytes += cost;
+        };
+        self.queued_bytes = queued;
         self.queue.push_back(t);
     }
 
@@ -284,5 +285,41 @@ impl Datagram {
             self.registered = want;
         }
         Ok(())
+    }
+}
+
+/// Whether a reply of `bytes` fits a send queue holding `queued` (in cost units) under
+/// `limit`: the queue's new cost if so. Each entry costs its bytes and [`ENTRY_COST`], so
+/// a flood of empty datagrams meets the bound too.
+fn admit(queued: usize, bytes: usize, limit: usize) -> Option<usize> {
+    let after = queued.saturating_add(bytes).saturating_add(ENTRY_COST);
+    (after <= limit).then_some(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{admit, ENTRY_COST};
+
+    #[test]
+    fn empty_datagrams_are_bounded_too() {
+        let limit = 1000;
+        let mut queued = 0;
+        let mut admitted = 0;
+        while let Some(q) = admit(queued, 0, limit) {
+            queued = q;
+            admitted += 1;
+            assert!(admitted <= limit, "unbounded");
+        }
+        assert_eq!(
+            admitted,
+            limit / ENTRY_COST,
+            "each empty reply costs {ENTRY_COST} bytes"
+        );
+        assert_eq!(
+            admit(0, limit - ENTRY_COST, limit),
+            Some(limit),
+            "a full-size one fits"
+        );
+        assert_eq!(admit(0, limit - ENTRY_COST + 1, limit), None);
     }
 }
