@@ -328,9 +328,13 @@ pub fn first_line(child: &mut Child, what: &str) -> String {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut out = BufReader::new(stdout);
         let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = out.read_line(&mut line);
         let _ = tx.send(line);
+        // Keep draining: a server that announces more than one socket (`--also-udp`)
+        // must not find its stdout closed after the first line.
+        let _ = io::copy(&mut out, &mut io::sink());
     });
     match rx.recv_timeout(DEADLINE) {
         Ok(line) => line,
