@@ -102,11 +102,6 @@ impl OutBuf {
         self.consume(n);
         Ok(n)
     }
-
-    /// Forgets everything queued (a connection being aborted).
-    pub fn clear(&mut self) {
-        *self = OutBuf::new();
-    }
 }
 
 #[cfg(test)]

@@ -402,12 +402,8 @@ impl Conn {
                         self.read_ready = false;
                     }
                     budget.read = budget.read.saturating_sub(n);
-                    let Core {
-                        cx, read_buf, now, ..
-                    } = &mut *core;
-                    cx.now = *now;
-                    cx.id = tag.key as u64;
-                    self.session.feed(cx, &read_buf[..n]);
+                    let (cx, input) = core.cx_and_input(tag, n);
+                    self.session.feed(cx, input);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     log::trace!("conn {}: read would block", tag.key);

@@ -69,13 +69,6 @@ impl Shared {
         self.current.store(v, Ordering::Relaxed);
     }
 
-    /// The connection being called, if the caller is on the loop's thread in a turn.
-    fn current(&self) -> Option<super::token::Tag> {
-        let v = self.current.load(Ordering::Relaxed);
-        (v != NONE && self.in_turn.load(Ordering::SeqCst) && self.on_loop_thread())
-            .then(|| super::token::Tag::from_token(mio::Token(v)))
-    }
-
     pub fn set_in_turn(&self, on: bool) {
         self.in_turn.store(on, Ordering::SeqCst);
     }
@@ -88,14 +81,29 @@ impl Shared {
     /// Queues a command, waking the loop only if it might be asleep: from the loop's own
     /// thread the command is taken at the end of the current turn, no syscall needed.
     pub fn push(&self, cmd: Command) -> Result<(), Closed> {
+        self.push_from(|_| cmd)
+    }
+
+    /// [`Shared::push`] for a command that says who queued it: `make` is given the
+    /// connection the loop is calling, if the caller is the loop's own thread in a turn
+    /// (a delivery made by that connection's protocol), else `None`.
+    pub fn push_from(
+        &self,
+        make: impl FnOnce(Option<super::token::Tag>) -> Command,
+    ) -> Result<(), Closed> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Closed);
         }
+        // Asked once: it takes a lock.
+        let local = self.in_turn.load(Ordering::SeqCst) && self.on_loop_thread();
+        let current = self.current.load(Ordering::Relaxed);
+        let from =
+            (local && current != NONE).then(|| super::token::Tag::from_token(mio::Token(current)));
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(cmd);
-        if self.in_turn.load(Ordering::SeqCst) && self.on_loop_thread() {
+            .push(make(from));
+        if local {
             self.local.store(true, Ordering::SeqCst);
         } else if !self.pending.swap(true, Ordering::SeqCst) {
             // A failed wake-up means the poller itself is gone: the reactor is being
@@ -216,9 +224,9 @@ pub(crate) struct ConnMailbox {
 
 impl crate::proto::Deliver for ConnMailbox {
     fn deliver(&self, bytes: &[u8]) -> bool {
-        let from = self.shared.current();
+        let tag = self.tag;
         self.shared
-            .push(Command::Deliver(self.tag, bytes.to_vec(), from))
+            .push_from(|from| Command::Deliver(tag, bytes.to_vec(), from))
             .is_ok()
     }
 

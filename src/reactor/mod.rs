@@ -302,9 +302,15 @@ pub(crate) struct Core {
 impl Core {
     /// The call context, set to this turn's time and to the connection `tag` names.
     fn cx(&mut self, tag: Tag) -> &mut Context {
+        self.cx_and_input(tag, 0).0
+    }
+
+    /// [`Core::cx`], with the first `n` bytes of the read buffer lent beside it (for
+    /// `Session::feed`).
+    fn cx_and_input(&mut self, tag: Tag, n: usize) -> (&mut Context, &[u8]) {
         self.cx.now = self.now;
         self.cx.id = tag.key as u64;
-        &mut self.cx
+        (&mut self.cx, &self.read_buf[..n])
     }
 }
 
