@@ -4,12 +4,22 @@
 //! each posted task). It opens an echo server, adds a second listener and a timer from
 //! the main thread, talks to both, then shuts the loop down gracefully and joins it.
 
-use sockloop::proto::echo::Echo;
+use sockloop::proto::{Out, PeerError, Protocol};
 use sockloop::reactor::{Handle, Reactor};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// Every byte back, in order.
+struct Echo;
+
+impl Protocol for Echo {
+    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+        out.push(input);
+        Ok(input.len())
+    }
+}
 
 /// Runs `f` on the loop's thread and waits for its answer. The reactor is not `Send`, so
 /// other threads never touch it: they send it closures, and it sends back plain values.

@@ -75,16 +75,10 @@
 
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod blocking;
 pub mod buf;
-pub mod client;
-pub mod demos;
 pub mod error;
-pub mod interactive;
-pub mod lesson;
 pub mod net;
-pub mod procfs;
 pub mod proto;
 pub mod reactor;
 pub mod session;

@@ -9,7 +9,7 @@
 //! through flags it reads when its `read` returns.
 
 use super::socket::BlockingStream;
-use crate::proto::Deliver;
+use crate::session::Deliver;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard};

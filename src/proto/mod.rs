@@ -47,8 +47,18 @@
 //! so a connection that has nothing left to send owns no output memory at all.
 //!
 //! ```
-//! use sockloop::proto::{echo::Echo, Action, Out, Protocol};
+//! use sockloop::proto::{Action, Out, PeerError, Protocol};
 //! use std::time::Instant;
+//!
+//! /// Sends every byte back.
+//! struct Echo;
+//!
+//! impl Protocol for Echo {
+//!     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+//!         out.push(input);
+//!         Ok(input.len())
+//!     }
+//! }
 //!
 //! let mut machine = Echo;
 //! let mut sent = Vec::new();
@@ -60,20 +70,10 @@
 //! assert_eq!(sent, b"ping\n");
 //! ```
 
-pub mod ack;
-pub mod calendar;
-pub mod chat;
-pub mod echo;
-pub mod file;
-pub mod greet;
-pub mod hello;
-pub mod http;
-pub mod line;
-pub mod stamp;
-
 pub use crate::error::PeerError;
 
 use crate::net::Endpoint;
+use crate::session::Deliver;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -287,15 +287,6 @@ macro_rules! forward_protocol {
 // drive the caller's) are driven like the machine itself.
 forward_protocol!(Box<P>, &mut P);
 
-/// How a driver delivers bytes to one of its connections on behalf of a [`Mailbox`].
-pub trait Deliver: Send + Sync {
-    /// Queues `bytes` for the connection, after what it has queued already. Returns false
-    /// if the connection is gone.
-    fn deliver(&self, bytes: &[u8]) -> bool;
-    /// Closes the connection once what is queued has been sent.
-    fn close(&self);
-}
-
 /// A `Clone + Send + Sync` address for delivering bytes to one connection from outside
 /// its protocol's own calls: another connection's machine (a chat broadcast), a timer,
 /// another thread. Taken from [`Out::mailbox`].
@@ -309,7 +300,8 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// A mailbox delivering through `inner` (for drivers).
+    /// A mailbox delivering through `inner`. Driver side: a driver makes one per
+    /// connection that asks; a test of a machine makes one over its own [`Deliver`].
     pub fn new(inner: Arc<dyn Deliver>) -> Mailbox {
         Mailbox { inner }
     }

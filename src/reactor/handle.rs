@@ -222,7 +222,7 @@ pub(crate) struct ConnMailbox {
     pub tag: super::token::Tag,
 }
 
-impl crate::proto::Deliver for ConnMailbox {
+impl crate::session::Deliver for ConnMailbox {
     fn deliver(&self, bytes: &[u8]) -> bool {
         let tag = self.tag;
         self.shared

@@ -33,8 +33,17 @@
 //! # Example
 //!
 //! ```no_run
-//! use sockloop::proto::echo::Echo;
+//! use sockloop::proto::{Out, PeerError, Protocol};
 //! use sockloop::reactor::Reactor;
+//!
+//! struct Echo;
+//!
+//! impl Protocol for Echo {
+//!     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+//!         out.push(input);
+//!         Ok(input.len())
+//!     }
+//! }
 //!
 //! let mut reactor = Reactor::new()?;
 //! let addr = reactor.listen("127.0.0.1:0".parse().unwrap(), || Echo)?;

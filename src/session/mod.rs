@@ -98,6 +98,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How a driver delivers bytes to one of its connections on behalf of a [`Mailbox`]: the
+/// driver's half of the mailbox contract (the protocol's half is [`Mailbox`] itself).
+///
+/// The reactor and the blocking drivers implement it; implement it yourself to drive a
+/// machine that takes a mailbox from a test or a driver of your own.
+pub trait Deliver: Send + Sync {
+    /// Queues `bytes` for the connection, after what it has queued already. Returns false
+    /// if the connection is gone (closed, or closing and taking no more).
+    fn deliver(&self, bytes: &[u8]) -> bool;
+    /// Closes the connection once what is queued has been sent.
+    fn close(&self);
+}
+
 /// What a connection may hold and for how long: the limits and timeouts every driver
 /// applies the same way. Shared (`Arc`) by all the connections of one listener.
 #[derive(Clone, Debug, PartialEq, Eq)]

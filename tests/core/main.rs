@@ -1,0 +1,11 @@
+//! The core crate's integration tests: one binary, real sockets on 127.0.0.1, the reactor
+//! and the blocking drivers in process (no demo, no CLI: those are tested in
+//! `demos/tests`).
+//!
+//! Scenarios are written once and run under every driver where they apply.
+
+mod support;
+
+mod agreement;
+mod reactor;
+mod services;
