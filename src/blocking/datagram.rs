@@ -47,7 +47,17 @@ pub fn serve_datagrams<P: DatagramProtocol + ?Sized>(
             );
             continue;
         }
-        proto.handle_datagram(&from, &buf[..n], Instant::now(), &mut replies);
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            proto.handle_datagram(&from, &buf[..n], Instant::now(), &mut replies)
+        }));
+        if let Err(payload) = handled {
+            // That datagram's end, not the socket's (as in the reactor).
+            replies.clear();
+            log::error!(
+                "the datagram protocol panicked on a datagram from {from}: {}; dropped it",
+                crate::error::panic_message(&*payload)
+            );
+        }
         for t in replies.drain(..) {
             if let Err(e) = sock.send_to(&t.bytes, &t.to) {
                 log::debug!("send_to {}: {e}", t.to);

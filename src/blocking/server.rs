@@ -34,6 +34,10 @@ pub struct BlockingStats {
     pub accepted: AtomicU64,
     /// Connections finished.
     pub closed: AtomicU64,
+    /// Panics caught: in a protocol (its connection closed with
+    /// [`CloseReason::Panicked`](crate::proto::CloseReason::Panicked)) or in the factory
+    /// (the connection closed unopened). Each ended only its own connection.
+    pub panics: AtomicU64,
 }
 
 struct Inner {
@@ -323,7 +327,18 @@ fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: 
         let id = next_id;
         inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
         log::debug!("accept {peer} as conn {id}");
-        let proto = factory();
+        let proto = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory())) {
+            Ok(proto) => proto,
+            Err(payload) => {
+                inner.stats.panics.fetch_add(1, Ordering::Relaxed);
+                inner.stats.closed.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "the protocol factory panicked: {}; closing conn {id} unopened",
+                    crate::error::panic_message(&*payload)
+                );
+                continue;
+            }
+        };
         match mode {
             Mode::Iterative => run_one(stream, peer, id, proto, inner),
             Mode::Threaded => {
@@ -396,5 +411,8 @@ fn run_one(
         id,
         Some(&inner.state),
     );
+    if matches!(reason, crate::proto::CloseReason::Panicked(_)) {
+        inner.stats.panics.fetch_add(1, Ordering::Relaxed);
+    }
     log::debug!("close {peer} (conn {id}): {reason}");
 }

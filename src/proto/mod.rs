@@ -352,6 +352,9 @@ pub enum CloseReason {
     Io(io::ErrorKind),
     /// The server stopped before the connection finished on its own.
     Shutdown,
+    /// The protocol panicked (the panic's message): the driver caught it at the call,
+    /// closed this connection, and every other went on (see [`Protocol`], *Panics*).
+    Panicked(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -372,6 +375,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ConnectTimeout => f.write_str("connect timed out"),
             CloseReason::Io(k) => write!(f, "I/O error: {}", io::Error::from(*k)),
             CloseReason::Shutdown => f.write_str("server shut down"),
+            CloseReason::Panicked(m) => write!(f, "the protocol panicked: {m}"),
         }
     }
 }

@@ -544,6 +544,7 @@ impl Conn {
             }
             CloseReason::Io(_) => core.stats.io_errors += 1,
             CloseReason::OutputLimit => core.stats.slow_readers += 1,
+            CloseReason::Panicked(_) => core.stats.panics += 1,
             _ => {}
         }
         if log::log_enabled!(log::Level::Debug) {

@@ -99,10 +99,16 @@ impl Shared {
         let current = self.current.load(Ordering::Relaxed);
         let from =
             (local && current != NONE).then(|| super::token::Tag::from_token(mio::Token(current)));
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(make(from));
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked again under the lock that `close` drains under: a command is either
+            // refused here or queued before the drain, which drops it (and with it a
+            // `call`'s reply sender, so the caller is told instead of waiting forever).
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(Closed);
+            }
+            queue.push(make(from));
+        }
         if local {
             self.local.store(true, Ordering::SeqCst);
         } else if !self.pending.swap(true, Ordering::SeqCst) {
@@ -143,14 +149,57 @@ impl Shared {
         std::mem::swap(&mut *queue, into);
     }
 
+    /// The reactor has stopped for good: refuse commands from now on, and drop those
+    /// queued (unrun), so no task runs and no `call` waits after the stop.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        let unrun = {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            self.closed.store(true, Ordering::SeqCst);
+            std::mem::take(&mut *queue)
+        };
+        if !unrun.is_empty() {
+            log::debug!(
+                "reactor stopped: {} queued commands dropped unrun",
+                unrun.len()
+            );
+        }
+        // Dropped here, outside the lock: a task's captures may post (and be refused).
+        drop(unrun);
     }
 }
 
-/// The reactor is no longer running, so the command was not delivered.
+/// The reactor has stopped (or been dropped), so the command was not delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
+
+/// Why [`Handle::call`] returned without a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallError {
+    /// The reactor stopped (or was dropped) before it ran the function; it never will.
+    Stopped,
+    /// Called from the loop's own thread, where waiting for the loop would deadlock: use
+    /// [`Handle::post`] there, or act on the `&mut Reactor` you were given.
+    OnLoopThread,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CallError::Stopped => "the reactor has stopped",
+            CallError::OnLoopThread => {
+                "Handle::call from the loop's own thread would deadlock (use post)"
+            }
+        })
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl From<Closed> for CallError {
+    fn from(_: Closed) -> CallError {
+        CallError::Stopped
+    }
+}
 
 impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -180,22 +229,42 @@ impl Handle {
 
     /// Runs `f` on the loop's thread and waits for its result.
     ///
-    /// Returns [`Closed`] if the reactor stops before running it, or if called from the
-    /// loop's own thread (where waiting would deadlock: use [`Handle::post`] there).
-    pub fn call<R, F>(&self, f: F) -> Result<R, Closed>
+    /// # Errors
+    ///
+    /// [`CallError::Stopped`] if the reactor has stopped, or stops before running `f`
+    /// (it never waits on a loop that will not run again: the queue is dropped at the
+    /// stop); [`CallError::OnLoopThread`] if called from the loop's own thread, where
+    /// waiting would deadlock. If `f` panics, the loop catches the panic (see the panic
+    /// policy on [`Reactor`]) and this returns `Stopped` as well: no result will come.
+    ///
+    /// ```
+    /// use sockloop::reactor::Reactor;
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let handle = reactor.handle();
+    /// let asker = std::thread::spawn(move || handle.call(|r| r.stats().accepted));
+    /// // Serve turns until the other thread has its answer.
+    /// while !asker.is_finished() {
+    ///     reactor.run_once(Some(std::time::Duration::from_millis(10)))?;
+    /// }
+    /// assert_eq!(asker.join().unwrap(), Ok(0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn call<R, F>(&self, f: F) -> Result<R, CallError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Reactor) -> R + Send + 'static,
     {
         if self.shared.on_loop_thread() {
-            return Err(Closed);
+            return Err(CallError::OnLoopThread);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.post(move |r| {
             let _ = tx.send(f(r));
         })?;
-        // If the reactor is dropped with the task unrun, the sender is dropped too.
-        rx.recv().map_err(|_| Closed)
+        // If the task is dropped unrun (the reactor stopped) or panics, the sender goes
+        // with it and this wakes.
+        rx.recv().map_err(|_| CallError::Stopped)
     }
 
     /// Asks for a graceful shutdown ([`Reactor::shutdown`]): listeners close, connections

@@ -61,9 +61,10 @@ mod udp;
 
 pub use crate::session::Phase;
 pub use conn::Ready;
-pub use handle::{Closed, Handle, Task};
+pub use handle::{CallError, Closed, Handle, Task};
 pub use mio::{Interest, Token};
 
+use crate::error::panic_message;
 use crate::net::Endpoint;
 use crate::proto::{CloseReason, DatagramProtocol, Protocol, Transmit};
 use crate::session::{clock, Context, SessionConfig};
@@ -74,6 +75,7 @@ use mio::{Events, Poll};
 use slab::Slab;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stream::{ListenSocket, Stream};
@@ -259,6 +261,10 @@ pub struct Stats {
     /// Connections dropped as slow readers: output over `output_limit`, or at or above
     /// `high_water` for `backlog_timeout`.
     pub slow_readers: u64,
+    /// Panics caught: in a protocol (its connection closed with
+    /// [`CloseReason::Panicked`]), a datagram protocol, a task, a timer or watch callback,
+    /// or a listener's factory. Each ended only what panicked.
+    pub panics: u64,
     /// The largest unsent output held for any one connection so far, in bytes.
     pub peak_output_buffered: usize,
     /// Outgoing connections established.
@@ -882,21 +888,35 @@ impl Reactor {
         };
         let Some(mut callback) = callback else { return };
         self.core.stats.timers_fired += 1;
-        callback(self, TimerId(tag));
-        // The callback may have cancelled this timer; if not, re-arm or retire it.
+        let fired = catch_unwind(AssertUnwindSafe(|| callback(self, TimerId(tag))));
+        if let Err(payload) = &fired {
+            self.caught("a timer callback", &**payload);
+        }
+        // The callback may have cancelled this timer; if not, re-arm or retire it (a
+        // callback that panicked is retired: it would likely panic again).
         if let Some(Entry::Timer(t)) = live(&mut self.slots, tag) {
             match t.every {
-                Some(every) => {
+                Some(every) if fired.is_ok() => {
                     t.due = self.core.now.max(Instant::now()) + every;
                     t.callback = Some(callback);
                     let due = t.due;
                     self.core.timers.arm(due, TimerKind::User(tag));
                 }
-                None => {
+                _ => {
                     self.slots.remove(tag.key);
                 }
             }
         }
+    }
+
+    /// Logs and counts a panic caught at one of the loop's boundaries (a task, a timer or
+    /// watch callback, a datagram protocol, a listener's factory); the loop goes on.
+    fn caught(&mut self, what: &str, payload: &(dyn std::any::Any + Send)) {
+        self.core.stats.panics += 1;
+        log::error!(
+            "{what} panicked: {}; the loop goes on",
+            panic_message(payload)
+        );
     }
 
     /// A handle other threads use to post work and request shutdown.
@@ -1013,6 +1033,8 @@ impl Reactor {
         if self.state != RunState::Stopped {
             self.close_all();
             self.state = RunState::Stopped;
+            // Stopped is final: posts fail from now on, and what is queued is dropped.
+            self.shared.close();
         }
     }
 
@@ -1057,10 +1079,23 @@ impl Reactor {
     /// connections and are counted in [`Stats`].
     pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         self.shared.set_loop_thread();
-        self.shared.set_in_turn(true);
-        let result = self.turn(timeout);
-        self.shared.set_in_turn(false);
-        result
+        // A panic that escaped a turn (every call into the embedder's code is caught
+        // where it is made, so this is a bug of the loop's own) left the turn half done:
+        // put back what a turn borrows, so the reactor stays usable.
+        if self.events.capacity() == 0 {
+            self.events = Events::with_capacity(self.core.cfg.events_capacity);
+        }
+        struct InTurn<'a>(&'a Shared);
+        impl Drop for InTurn<'_> {
+            fn drop(&mut self) {
+                self.0.set_current(None);
+                self.0.set_in_turn(false);
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        shared.set_in_turn(true);
+        let _in_turn = InTurn(&shared);
+        self.turn(timeout)
     }
 
     /// How long the loop may sleep before it has work: zero if a source is waiting to be
@@ -1254,9 +1289,19 @@ impl Reactor {
                 let Some(mut callback) = w.callback.take() else {
                     return;
                 };
-                callback(self, tag.token(), ready.unwrap_or_default());
-                if let Some(Entry::Watch(w)) = live(&mut self.slots, tag) {
-                    w.callback = Some(callback);
+                let ready = ready.unwrap_or_default();
+                let ran = catch_unwind(AssertUnwindSafe(|| callback(self, tag.token(), ready)));
+                match ran {
+                    Ok(()) => {
+                        if let Some(Entry::Watch(w)) = live(&mut self.slots, tag) {
+                            w.callback = Some(callback);
+                        }
+                    }
+                    Err(payload) => {
+                        // The watch ends with its callback: it would likely panic again.
+                        self.caught("a watch callback", &*payload);
+                        self.unwatch(tag.token());
+                    }
                 }
             }
         }
@@ -1305,7 +1350,16 @@ impl Reactor {
             }
             match l.sock.accept() {
                 Ok((stream, peer)) => {
-                    let conn = Conn::accepted(stream, (l.factory)(), Arc::clone(&l.session_cfg));
+                    let factory = &mut l.factory;
+                    let proto = match catch_unwind(AssertUnwindSafe(|| factory())) {
+                        Ok(proto) => proto,
+                        Err(payload) => {
+                            // No protocol, no connection: it is closed unopened.
+                            self.caught("a listener's protocol factory", &*payload);
+                            continue;
+                        }
+                    };
+                    let conn = Conn::accepted(stream, proto, Arc::clone(&l.session_cfg));
                     match self.add_conn(conn, &peer) {
                         Ok(tag) => {
                             if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
@@ -1508,7 +1562,11 @@ impl Reactor {
             match cmd {
                 Command::Run(task) => {
                     self.core.stats.tasks += 1;
-                    task(self);
+                    // A panicking task is that task's end, not the loop's: the rest of the
+                    // batch runs (see the panic policy on `Reactor`).
+                    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| task(self))) {
+                        self.caught("a posted task", &*payload);
+                    }
                 }
                 Command::Shutdown => {
                     log::info!("shutdown requested through the handle");
@@ -1615,7 +1673,11 @@ fn listener(slots: &mut Slab<Slot>, tag: Tag) -> Option<&mut Listener> {
 }
 
 impl Drop for Reactor {
+    /// Stops the reactor if it was not stopped ([`Reactor::stop_now`]): every open
+    /// connection's protocol is told [`CloseReason::Shutdown`], so `handle_close` runs
+    /// once per opened connection whatever ends it; queued tasks are dropped unrun.
     fn drop(&mut self) {
+        self.stop_now();
         self.shared.close();
     }
 }

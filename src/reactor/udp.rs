@@ -26,6 +26,7 @@ use mio::net::{UdpSocket, UnixDatagram};
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 /// How many datagrams one socket receives in one turn before the others get theirs.
@@ -203,8 +204,21 @@ impl Datagram {
             core.stats.datagrams_in += 1;
             core.stats.bytes_in += n as u64;
             let mut replies = std::mem::take(&mut core.transmits);
-            self.proto
-                .handle_datagram(&from, &core.read_buf[..n], core.now, &mut replies);
+            let (proto, bytes) = (&mut self.proto, &core.read_buf[..n]);
+            let now = core.now;
+            let handled = catch_unwind(AssertUnwindSafe(|| {
+                proto.handle_datagram(&from, bytes, now, &mut replies)
+            }));
+            if let Err(payload) = handled {
+                // That datagram's end, not the socket's: its other peers go on being served.
+                core.stats.panics += 1;
+                replies.clear();
+                log::error!(
+                    "datagram {}: the protocol panicked on a datagram from {from}: {}; dropped it",
+                    self.local,
+                    crate::error::panic_message(&*payload)
+                );
+            }
             for t in replies.drain(..) {
                 self.send(t, core);
             }

@@ -94,7 +94,9 @@ use crate::buf::OutBuf;
 use crate::net::Endpoint;
 use crate::proto::{Action, CloseReason, Mailbox, Out, Protocol};
 use clock::NEVER;
+use std::any::Any;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -457,10 +459,13 @@ impl<P: Protocol> Session<P> {
             .min(self.stall_deadline())
             .min(self.backlog_deadline());
         let at = (ms != NEVER).then(|| clock::instant(ms));
-        match (
-            at,
-            self.protocol_timers().then(|| self.proto.poll_timeout()),
-        ) {
+        let proto = || {
+            // A panic here cannot close the connection (this is a query): it asks for
+            // `timeout` at once instead, which asks again and closes it if it panics again.
+            catch_unwind(AssertUnwindSafe(|| self.proto.poll_timeout()))
+                .unwrap_or_else(|_| Some(clock::instant(self.last_io)))
+        };
+        match (at, self.protocol_timers().then(proto)) {
             (Some(a), Some(Some(p))) => Some(a.min(p)),
             (a, p) => a.or(p.flatten()),
         }
@@ -509,9 +514,17 @@ impl<P: Protocol> Session<P> {
         if let Some(peer) = peer {
             out = out.with_peer(peer);
         }
-        self.proto.handle_open(&mut out);
-        let (streams, action) = (out.wants_writable(), out.action());
-        self.after_call(cx, streams, action);
+        let proto = &mut self.proto;
+        match catch_unwind(AssertUnwindSafe(|| proto.handle_open(&mut out))) {
+            Ok(()) => {
+                let (streams, action) = (out.wants_writable(), out.action());
+                self.after_call(cx, streams, action);
+            }
+            Err(payload) => {
+                let panic = panicked(cx, "handle_open", payload);
+                self.end(cx, panic);
+            }
+        }
     }
 
     /// `bytes` arrived (a read returned them).
@@ -553,6 +566,10 @@ impl<P: Protocol> Session<P> {
                 })
             }
         });
+        let c = match c {
+            Ok(c) => c,
+            Err(panic) => return self.end(cx, panic),
+        };
         let (result, streams, mut action) = (c.result, c.streams, c.action);
         let kept = self.spill.as_ref().map_or(0, |s| s.input.len());
         match result {
@@ -587,7 +604,10 @@ impl<P: Protocol> Session<P> {
                 let was = self.phase;
                 let rest = self.spill.as_mut().map(|s| std::mem::take(&mut s.input));
                 let rest = rest.unwrap_or_default();
-                let c = call(&mut self.proto, cx, |p, out| p.handle_eof(&rest, out));
+                let c = match call(&mut self.proto, cx, |p, out| p.handle_eof(&rest, out)) {
+                    Ok(c) => c,
+                    Err(panic) => return self.end(cx, panic),
+                };
                 let (streams, mut action) = (c.streams, c.action);
                 if let Err(e) = c.result {
                     log::debug!("conn {}: {e}", cx.id);
@@ -643,9 +663,21 @@ impl<P: Protocol> Session<P> {
             );
             return self.end(cx, CloseReason::OutputLimit);
         }
-        if self.protocol_timers() && self.proto.poll_timeout().is_some_and(|t| t <= cx.now) {
-            let c = call(&mut self.proto, cx, |p, out| p.handle_timeout(out));
-            self.after_call(cx, c.streams, c.action);
+        if self.protocol_timers() {
+            let proto = &self.proto;
+            let due = match catch_unwind(AssertUnwindSafe(|| proto.poll_timeout())) {
+                Ok(at) => at.is_some_and(|t| t <= cx.now),
+                Err(payload) => {
+                    let panic = panicked(cx, "poll_timeout", payload);
+                    return self.end(cx, panic);
+                }
+            };
+            if due {
+                match call(&mut self.proto, cx, |p, out| p.handle_timeout(out)) {
+                    Ok(c) => self.after_call(cx, c.streams, c.action),
+                    Err(panic) => self.end(cx, panic),
+                }
+            }
         }
     }
 
@@ -656,7 +688,10 @@ impl<P: Protocol> Session<P> {
             return;
         }
         self.streaming = false;
-        let c = call(&mut self.proto, cx, |p, out| p.handle_writable(out));
+        let c = match call(&mut self.proto, cx, |p, out| p.handle_writable(out)) {
+            Ok(c) => c,
+            Err(panic) => return self.end(cx, panic),
+        };
         // Asked for more but had nothing to give: wait for another event, not spin.
         self.stream_idle = c.streams && c.silent;
         self.after_call(cx, c.streams, c.action);
@@ -668,8 +703,10 @@ impl<P: Protocol> Session<P> {
         self.begin(cx);
         match self.phase {
             Phase::Open | Phase::HalfClosed => {
-                let c = call(&mut self.proto, cx, |p, out| p.handle_shutdown(out));
-                self.after_call(cx, c.streams, c.action);
+                match call(&mut self.proto, cx, |p, out| p.handle_shutdown(out)) {
+                    Ok(c) => self.after_call(cx, c.streams, c.action),
+                    Err(panic) => self.end(cx, panic),
+                }
             }
             Phase::Connecting => self.end(cx, CloseReason::Shutdown),
             _ => {}
@@ -925,7 +962,11 @@ impl<P: Protocol> Session<P> {
         self.streaming = false;
         self.paused = false;
         self.set_phase(Phase::Closed, cx);
-        self.proto.handle_close(&reason);
+        let proto = &mut self.proto;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| proto.handle_close(&reason))) {
+            // Told once all the same: the connection is closed, and nothing follows.
+            let _ = panicked(cx, "handle_close", payload);
+        }
         // Unsent output and unconsumed input go; the box stays, to hold the reason.
         *spill = Spill {
             reason: Some(reason),
@@ -1008,21 +1049,36 @@ struct Called<R> {
 }
 
 /// Lends `cx`'s sink to one protocol call: the one place a protocol is called with an `Out`
-/// (besides `open`, whose `Out` also carries the peer and the mailbox).
+/// (besides `open`, whose `Out` also carries the peer and the mailbox). A panic in the call
+/// is caught here and comes back as the connection's close reason.
 fn call<P: Protocol, R>(
     proto: &mut P,
     cx: &mut Context,
     f: impl FnOnce(&mut P, &mut Out<'_>) -> R,
-) -> Called<R> {
+) -> Result<Called<R>, CloseReason> {
     let before = cx.tx.len();
     let mut out = Out::new(&mut cx.tx, cx.now);
-    let result = f(proto, &mut out);
-    Called {
-        result,
-        streams: out.wants_writable(),
-        action: out.action(),
-        silent: out.len() == before,
+    match catch_unwind(AssertUnwindSafe(|| f(proto, &mut out))) {
+        Ok(result) => Ok(Called {
+            result,
+            streams: out.wants_writable(),
+            action: out.action(),
+            silent: out.len() == before,
+        }),
+        Err(payload) => Err(panicked(cx, "a protocol call", payload)),
     }
+}
+
+/// The close reason for a protocol call that panicked with `payload`, logged as an error:
+/// the policy is that a panic ends its own connection and nothing else (see
+/// [`CloseReason::Panicked`]).
+fn panicked(cx: &Context, during: &str, payload: Box<dyn Any + Send>) -> CloseReason {
+    let message = crate::error::panic_message(&*payload);
+    log::error!(
+        "conn {}: the protocol panicked in {during}: {message}; closing it",
+        cx.id
+    );
+    CloseReason::Panicked(message)
 }
 
 impl Action {

@@ -14,7 +14,7 @@ use socket2::{Domain, Socket, Type};
 use sockloop::blocking::{BlockingListener, BlockingServer, Factory, Mode};
 use sockloop::net::Endpoint;
 use sockloop::proto::{Out, PeerError, Protocol};
-use sockloop::reactor::{Closed, Config, Handle, Reactor, Stats};
+use sockloop::reactor::{Config, Handle, Reactor, Stats};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -381,7 +381,7 @@ impl BgReactor {
         });
         match rx.recv_timeout(DEADLINE) {
             Ok(Ok(r)) => r,
-            Ok(Err(Closed)) => panic!("the background reactor stopped before it ran a call"),
+            Ok(Err(e)) => panic!("the background reactor did not run a call: {e}"),
             Err(_) => panic!("the background reactor did not run a call within {DEADLINE:?}"),
         }
     }
