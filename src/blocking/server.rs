@@ -327,7 +327,7 @@ fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: 
         let id = next_id;
         inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
         log::debug!("accept {peer} as conn {id}");
-        let proto = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory())) {
+        let proto = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&*factory)) {
             Ok(proto) => proto,
             Err(payload) => {
                 inner.stats.panics.fetch_add(1, Ordering::Relaxed);

@@ -1351,7 +1351,7 @@ impl Reactor {
             match l.sock.accept() {
                 Ok((stream, peer)) => {
                     let factory = &mut l.factory;
-                    let proto = match catch_unwind(AssertUnwindSafe(|| factory())) {
+                    let proto = match catch_unwind(AssertUnwindSafe(factory)) {
                         Ok(proto) => proto,
                         Err(payload) => {
                             // No protocol, no connection: it is closed unopened.
