@@ -40,6 +40,7 @@ use crate::session::{clock, Phase, Session, SessionConfig};
 use mio::{Interest, Registry};
 use std::io::{self, Read};
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -261,14 +262,25 @@ impl Conn {
             }
         };
         let shared = Arc::clone(&core.shared);
-        let make = move || {
+        // One flag for all of this connection's mailboxes, made only if one is asked for:
+        // set when the connection closes, so `deliver` says false from then on.
+        let gone = std::cell::OnceCell::new();
+        let make = || {
             Mailbox::new(Arc::new(ConnMailbox {
                 shared: Arc::clone(&shared),
                 tag,
+                gone: Arc::clone(gone.get_or_init(|| Arc::new(AtomicBool::new(false)))),
             }))
         };
         let cx = core.cx(tag);
         self.session.open(cx, peer, Some(&make));
+        if let Some(gone) = gone.into_inner() {
+            if self.phase() == Phase::Closed {
+                gone.store(true, Ordering::Release);
+            } else {
+                core.mailboxes.insert(tag, gone);
+            }
+        }
     }
 
     /// The poller reported readiness for this connection.
@@ -549,6 +561,9 @@ impl Conn {
         }
         if log::log_enabled!(log::Level::Debug) {
             log::debug!("close {} (conn {}): {reason}", self.who(), tag.key);
+        }
+        if let Some(gone) = core.mailboxes.remove(&tag) {
+            gone.store(true, Ordering::Release);
         }
         debug_assert!(core.reap.last() != Some(&tag));
         core.reap.push(tag);

@@ -289,10 +289,17 @@ impl Handle {
 pub(crate) struct ConnMailbox {
     pub shared: Arc<Shared>,
     pub tag: super::token::Tag,
+    /// Set by the loop when the connection closes.
+    pub gone: Arc<AtomicBool>,
 }
 
 impl crate::session::Deliver for ConnMailbox {
     fn deliver(&self, bytes: &[u8]) -> bool {
+        // A delivery racing with the close may still say true; the loop then drops it
+        // (the token's generation no longer matches), as it would any late command.
+        if self.gone.load(Ordering::Acquire) {
+            return false;
+        }
         let tag = self.tag;
         self.shared
             .push_from(|from| Command::Deliver(tag, bytes.to_vec(), from))

@@ -304,6 +304,9 @@ pub(crate) struct Core {
     /// For each connection over its high-water mark that others delivered to: those
     /// others, whose reading is held until it drains (see `Reactor::hold`).
     holds: std::collections::HashMap<Tag, Vec<Tag>>,
+    /// For each open connection that handed out a mailbox: the flag its mailboxes check,
+    /// set when it closes.
+    mailboxes: std::collections::HashMap<Tag, Arc<std::sync::atomic::AtomicBool>>,
     /// Connections in `holds` that drained or closed: their waiters go free.
     released: Vec<Tag>,
     /// Reusable buffer for the datagrams a protocol sends in reply.
@@ -411,6 +414,22 @@ pub struct Reactor {
     due_timers: Vec<TimerKind>,
 }
 
+/// Where a [`Reactor`] is in its life ([`Reactor::state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Serving.
+    Running,
+    /// A graceful shutdown is under way ([`Reactor::shutdown`]): listeners and datagram
+    /// sockets are closed, connections are finishing; at `until` the rest are closed.
+    Draining {
+        /// When the grace period ends.
+        until: Instant,
+    },
+    /// Stopped, for good: everything is closed, [`Reactor::run`] returns at once, and
+    /// the handle refuses work.
+    Stopped,
+}
+
 /// Whether the loop is serving, winding down, or done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RunState {
@@ -458,6 +477,7 @@ impl Reactor {
                 revisit: Vec::new(),
                 reap: Vec::new(),
                 holds: std::collections::HashMap::new(),
+                mailboxes: std::collections::HashMap::new(),
                 released: Vec::new(),
                 transmits: Vec::new(),
                 shared: Arc::clone(&shared),
@@ -1014,6 +1034,16 @@ impl Reactor {
                     self.core.cfg.shutdown_grace,
                     conns.len()
                 );
+                // Datagram sockets have no conversation to finish: they close now.
+                let dgrams: Vec<mio::Token> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| matches!(s.entry, Entry::Datagram(_)))
+                    .map(|(key, s)| Tag { key, gen: s.gen }.token())
+                    .collect();
+                for token in dgrams {
+                    self.close_datagram(token);
+                }
                 self.core.now = Instant::now();
                 for tag in conns {
                     if let Some(Entry::Conn(c)) = live(&mut self.slots, tag) {
@@ -1022,9 +1052,40 @@ impl Reactor {
                     self.after_conn_visit(tag);
                 }
                 self.reap();
+                self.settle_drain();
             }
             RunState::Draining { .. } => self.stop_now(),
             RunState::Stopped => {}
+        }
+    }
+
+    /// While draining: stops once every connection has finished, or the grace period
+    /// is over (closing the rest). Checked after every turn, so the drain completes
+    /// under [`Reactor::run_once`] exactly as under [`Reactor::run`].
+    fn settle_drain(&mut self) {
+        let RunState::Draining { deadline } = self.state else {
+            return;
+        };
+        if self.core.stats.open == 0 {
+            log::info!("shutdown: every connection finished");
+            self.stop_now();
+        } else if Instant::now() >= deadline {
+            log::info!(
+                "shutdown: grace period over; closing {} connections still open",
+                self.core.stats.open
+            );
+            self.stop_now();
+        }
+    }
+
+    /// Where the reactor is in its life: running, draining (a graceful shutdown is
+    /// under way), or stopped (final: [`Reactor::run`] returns at once, the handle
+    /// refuses work).
+    pub fn state(&self) -> State {
+        match self.state {
+            RunState::Running => State::Running,
+            RunState::Draining { deadline } => State::Draining { until: deadline },
+            RunState::Stopped => State::Stopped,
         }
     }
 
@@ -1044,32 +1105,16 @@ impl Reactor {
     }
 
     /// Runs turns of the loop until a shutdown completes (see [`Reactor::shutdown`]).
+    ///
+    /// # Errors
+    ///
+    /// Only if the poller itself fails (see [`Reactor::run_once`]).
     pub fn run(&mut self) -> io::Result<()> {
-        loop {
-            match self.state {
-                RunState::Running => {
-                    self.run_once(None)?;
-                }
-                RunState::Draining { deadline } => {
-                    if self.core.stats.open == 0 {
-                        log::info!("shutdown: every connection finished");
-                        self.stop_now();
-                        continue;
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        log::info!(
-                            "shutdown: grace period over; closing {} connections still open",
-                            self.core.stats.open
-                        );
-                        self.stop_now();
-                        continue;
-                    }
-                    self.run_once(Some(deadline - now))?;
-                }
-                RunState::Stopped => return Ok(()),
-            }
+        while self.state != RunState::Stopped {
+            // The grace deadline is among the deadlines a turn waits for.
+            self.run_once(None)?;
         }
+        Ok(())
     }
 
     /// Runs one turn of the loop (see the [module docs](self)), waiting at most `timeout`
@@ -1110,10 +1155,18 @@ impl Reactor {
         if !self.core.revisit.is_empty() || self.shared.has_local_work() {
             return Some(Duration::ZERO);
         }
-        self.core
-            .timers
-            .next_deadline()
+        self.next_deadline()
             .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// The nearest deadline the loop owns: a timer's (connections', listeners' back-off
+    /// and the application's), or a graceful shutdown's grace.
+    fn next_deadline(&self) -> Option<Instant> {
+        let timer = self.core.timers.next_deadline();
+        match self.state {
+            RunState::Draining { deadline } => Some(timer.map_or(deadline, |t| t.min(deadline))),
+            _ => timer,
+        }
     }
 
     fn turn(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
@@ -1122,8 +1175,6 @@ impl Reactor {
         let timeout = if self.revisiting.is_empty() && !self.shared.has_local_work() {
             let now = Instant::now();
             let timer = self
-                .core
-                .timers
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(now));
             match (timeout, timer) {
@@ -1200,6 +1251,7 @@ impl Reactor {
             self.run_commands();
         }
         self.reap();
+        self.settle_drain();
         Ok(handled)
     }
 
@@ -1685,7 +1737,15 @@ impl Drop for Reactor {
 impl std::os::fd::AsRawFd for Reactor {
     /// The poller's own fd (an epoll instance on Linux): readable when this reactor has
     /// events, so the reactor can be nested inside another event loop. Events are not its
-    /// only work: wait on it for at most [`Reactor::next_timeout`] (revisits and timers).
+    /// only work: wait on it for at most [`Reactor::next_timeout`] (revisits, timers, the
+    /// shutdown's grace), then call `run_once(Some(Duration::ZERO))`.
+    ///
+    /// Watch it **level-triggered** (`poll(2)`, `select`, epoll without `EPOLLET`). An
+    /// edge-triggered watcher is told only when the fd *becomes* readable, and one turn
+    /// need not take every event (a turn takes at most `events_capacity` of them, and a
+    /// busy connection yields after its budget), so it could wait on work already
+    /// announced. With an edge-triggered outer loop, run turns with a zero timeout until
+    /// `run_once` returns 0 and [`Reactor::next_timeout`] is not zero.
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.poll.as_raw_fd()
     }
