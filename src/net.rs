@@ -3,6 +3,7 @@
 use socket2::{Domain, Protocol as SockProto, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The listen backlog sockloop asks for. std and mio use 128, which a burst of a few
 /// hundred connects overflows (the kernel then drops SYNs and the client retries after a
@@ -13,6 +14,16 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 /// while old connections sit in TIME_WAIT) and a [`LISTEN_BACKLOG`] backlog. The socket
 /// is left blocking; the reactor switches it to non-blocking itself.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_tcp_with(addr, &SocketOptions::default())
+}
+
+/// [`bind_tcp`] with `opts`' buffer sizes set before `listen` (where the kernel reads them
+/// to choose the window scale of every connection accepted from it).
+///
+/// # Errors
+///
+/// Any failure of `socket`, `setsockopt`, `bind` (the address is in use, say) or `listen`.
+pub fn bind_tcp_with(addr: SocketAddr, opts: &SocketOptions) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM,
@@ -23,9 +34,83 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         // Bind v6 only: `[::]` should not silently also take the v4 port.
         socket.set_only_v6(true)?;
     }
+    opts.apply_buffers(&socket)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// Socket options for every socket a reactor makes: its listeners (and the connections
+/// accepted from them), its outgoing connections, and its datagram sockets. One value, in
+/// [`Config::socket`](crate::reactor::Config::socket).
+///
+/// ```
+/// use sockloop::net::SocketOptions;
+/// use sockloop::reactor::{Config, Reactor};
+/// use std::time::Duration;
+///
+/// let cfg = Config {
+///     socket: SocketOptions {
+///         recv_buffer: Some(4 << 20), // a UDP burst waits in the kernel, not lost
+///         keepalive: Some(Duration::from_secs(60)),
+///         ..SocketOptions::default()
+///     },
+///     ..Config::default()
+/// };
+/// let reactor = Reactor::with_config(cfg)?;
+/// # drop(reactor);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// `SO_RCVBUF` in bytes, or the kernel's default (which autotunes TCP). The kernel
+    /// doubles what it is given and caps it at `net.core.rmem_max`.
+    pub recv_buffer: Option<usize>,
+    /// `SO_SNDBUF` in bytes, or the kernel's default.
+    pub send_buffer: Option<usize>,
+    /// TCP keepalive: probes start after this long without traffic (`TCP_KEEPIDLE`), so a
+    /// peer that vanished is found; `None` (the default) sends none.
+    pub keepalive: Option<Duration>,
+    /// `TCP_NODELAY` on TCP connections: on by default, since the demos' replies are small
+    /// and latency matters more than packet count; off lets Nagle coalesce small writes.
+    pub nodelay: bool,
+}
+
+impl Default for SocketOptions {
+    fn default() -> SocketOptions {
+        SocketOptions {
+            recv_buffer: None,
+            send_buffer: None,
+            keepalive: None,
+            nodelay: true,
+        }
+    }
+}
+
+impl SocketOptions {
+    /// Sets the buffer sizes asked for on any socket.
+    pub(crate) fn apply_buffers(&self, sock: &Socket) -> io::Result<()> {
+        if let Some(n) = self.recv_buffer {
+            sock.set_recv_buffer_size(n)?;
+        }
+        if let Some(n) = self.send_buffer {
+            sock.set_send_buffer_size(n)?;
+        }
+        Ok(())
+    }
+
+    /// Sets what applies to one TCP connection: buffers (inherited from the listener on
+    /// accept, so only dialled connections need them), NODELAY and keepalive.
+    pub(crate) fn apply_tcp(&self, sock: &Socket, buffers: bool) -> io::Result<()> {
+        if buffers {
+            self.apply_buffers(sock)?;
+        }
+        sock.set_tcp_nodelay(self.nodelay)?;
+        if let Some(idle) = self.keepalive {
+            sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle))?;
+        }
+        Ok(())
+    }
 }
 
 /// The soft limit on open file descriptors for this process (`RLIMIT_NOFILE`), if known.

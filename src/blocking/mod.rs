@@ -191,6 +191,7 @@ where
     let shared: OnceCell<Arc<Mutex<Shared>>> = OnceCell::new();
     let mut cx = Context::new(Instant::now());
     cx.id = id;
+    cx.token = crate::proto::Token(id);
     {
         let own: &S = stream;
         // The socket is cloned (one dup) only if the protocol asks for a mailbox.
@@ -207,7 +208,14 @@ where
                 shared: Arc::clone(shared),
             }))
         };
-        session.open(&mut cx, peer, Some(&make));
+        let local = stream.local_endpoint();
+        let opening = crate::session::Opening {
+            peer,
+            local: local.as_ref(),
+            listener: None,
+            mailbox: Some(&make),
+        };
+        session.open_with(&mut cx, &opening);
     }
     let mut buf = vec![0u8; 64 * 1024];
     let mut told_to_stop = false;

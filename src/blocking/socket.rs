@@ -19,6 +19,10 @@ pub trait BlockingStream: Read + Write + Send + 'static {
     fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>>;
     /// The socket's fd, for [`BlockingServer::stop`](super::BlockingServer::stop) to shut it down without a `dup`.
     fn raw_fd(&self) -> std::os::fd::RawFd;
+    /// This end's address (`getsockname`), told to the protocol in `handle_open`.
+    fn local_endpoint(&self) -> Option<Endpoint> {
+        None
+    }
 }
 
 impl BlockingStream for TcpStream {
@@ -36,6 +40,9 @@ impl BlockingStream for TcpStream {
     }
     fn raw_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+    fn local_endpoint(&self) -> Option<Endpoint> {
+        self.local_addr().ok().map(Endpoint::Inet)
     }
 }
 

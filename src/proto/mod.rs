@@ -79,6 +79,20 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// What a driver calls one of its sockets: for the reactor, a connection, listener,
+/// datagram socket or watched fd (its slab slot and that slot's generation, so a token
+/// kept after its socket closed never names a newer one); for the blocking drivers, a
+/// connection's number. A protocol learns its own from [`Out::id`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token(pub(crate) u64);
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Slot first, as the log lines name connections (`conn 3`), then the generation.
+        write!(f, "{}#{}", self.0 & 0xffff_ffff, self.0 >> 32)
+    }
+}
+
 /// What a protocol asks its driver to do with the connection besides sending bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -99,25 +113,68 @@ pub struct Out<'a> {
     action: Action,
     now: Instant,
     want_writable: bool,
+    id: Token,
     mailbox: Option<&'a dyn Fn() -> Mailbox>,
     peer: Option<&'a Endpoint>,
+    local: Option<&'a Endpoint>,
+    listener: Option<Token>,
+    deferred: Option<&'a mut Vec<Deferred>>,
 }
+
+/// An action on the reactor a protocol asked for from inside one of its calls
+/// ([`Out::defer`]), with its connection's token bound: run on the loop's thread once the
+/// call has returned.
+pub(crate) type Deferred = Box<dyn FnOnce(&mut crate::reactor::Reactor)>;
 
 impl<'a> Out<'a> {
     /// A sink appending to `buf`, at time `now`.
+    ///
+    /// Driver side: the connection core ([`Session`](crate::session::Session)) makes one
+    /// for every call. Make one yourself to drive a machine by hand, in its unit tests or
+    /// a fuzz target; its [`Out::id`] is then `Token` 0 and it offers no mailbox, peer or
+    /// deferred actions.
     pub fn new(buf: &'a mut Vec<u8>, now: Instant) -> Out<'a> {
         Out {
             buf,
             action: Action::Continue,
             now,
             want_writable: false,
+            id: Token(0),
             mailbox: None,
             peer: None,
+            local: None,
+            listener: None,
+            deferred: None,
         }
     }
 
-    /// The same sink, telling the machine who the peer is (drivers pass it in
-    /// `handle_open`).
+    /// The same sink, for the connection `id`, able to take deferred actions into
+    /// `deferred` if the driver runs them (the reactor).
+    pub(crate) fn with_context(
+        mut self,
+        id: Token,
+        deferred: Option<&'a mut Vec<Deferred>>,
+    ) -> Out<'a> {
+        self.id = id;
+        self.deferred = deferred;
+        self
+    }
+
+    /// The same sink, telling the machine where the connection runs (in `handle_open`).
+    pub(crate) fn with_ends(
+        mut self,
+        peer: Option<&'a Endpoint>,
+        local: Option<&'a Endpoint>,
+        listener: Option<Token>,
+    ) -> Out<'a> {
+        self.peer = peer;
+        self.local = local;
+        self.listener = listener;
+        self
+    }
+
+    /// The same sink, telling the machine who the peer is (as drivers do in
+    /// `handle_open`), for a machine driven by hand.
     pub fn with_peer(mut self, peer: &'a Endpoint) -> Out<'a> {
         self.peer = Some(peer);
         self
@@ -126,6 +183,71 @@ impl<'a> Out<'a> {
     /// The peer's address, where the driver tells it (in `handle_open`).
     pub fn peer(&self) -> Option<&Endpoint> {
         self.peer
+    }
+
+    /// This end's address (the listener's, for an accepted connection), where the driver
+    /// tells it (in `handle_open`).
+    pub fn local(&self) -> Option<&Endpoint> {
+        self.local
+    }
+
+    /// The listener that accepted this connection, in `handle_open` (`None` for an
+    /// outgoing connection): the token [`Reactor::listeners`] and
+    /// [`Reactor::connections_of`] name it by.
+    ///
+    /// [`Reactor::listeners`]: crate::reactor::Reactor::listeners
+    /// [`Reactor::connections_of`]: crate::reactor::Reactor::connections_of
+    pub fn listener(&self) -> Option<Token> {
+        self.listener
+    }
+
+    /// This connection's token: what the reactor's [`send`], [`close`] and
+    /// [`pause_reading`] take (under the blocking drivers, its connection number).
+    ///
+    /// [`send`]: crate::reactor::Reactor::send
+    /// [`close`]: crate::reactor::Reactor::close
+    /// [`pause_reading`]: crate::reactor::Reactor::pause_reading
+    pub fn id(&self) -> Token {
+        self.id
+    }
+
+    /// Asks the driver to run `action` with the reactor in hand once this call has
+    /// returned (still in this turn of the loop, on its thread): dial out, arm a timer,
+    /// send to another connection, pause this one's reading. The action gets this
+    /// connection's token. Returns false (and drops `action`) if the driver has no loop
+    /// to run it on: the blocking drivers, or a sink made with [`Out::new`].
+    ///
+    /// ```
+    /// use sockloop::proto::{Out, PeerError, Protocol};
+    /// use std::time::Duration;
+    ///
+    /// /// Answers `ok`, then closes the connection a second later from a timer.
+    /// struct Later;
+    ///
+    /// impl Protocol for Later {
+    ///     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+    ///         out.push(b"ok\n");
+    ///         out.defer(|reactor, me| {
+    ///             reactor.set_timer(Duration::from_secs(1), move |r| {
+    ///                 r.close(me);
+    ///             });
+    ///         });
+    ///         Ok(input.len())
+    ///     }
+    /// }
+    /// ```
+    pub fn defer(
+        &mut self,
+        action: impl FnOnce(&mut crate::reactor::Reactor, Token) + 'static,
+    ) -> bool {
+        match self.deferred.as_mut() {
+            Some(queue) => {
+                let me = self.id;
+                queue.push(Box::new(move |reactor| action(reactor, me)));
+                true
+            }
+            None => false,
+        }
     }
 
     /// The same sink, able to hand out this connection's [`Mailbox`] (drivers that support

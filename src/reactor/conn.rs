@@ -36,7 +36,7 @@ use super::Core;
 use crate::buf::write_nb;
 use crate::net::Endpoint;
 use crate::proto::{CloseReason, Mailbox, Protocol};
-use crate::session::{clock, Phase, Session, SessionConfig};
+use crate::session::{clock, Opening, Phase, Session, SessionConfig};
 use mio::{Interest, Registry};
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -93,34 +93,59 @@ struct Budget {
     produce: usize,
 }
 
+// Bits of `Conn::flags`.
+/// A readable edge arrived and we have not yet read to `WouldBlock`. mio is
+/// edge-triggered and will not report it again, so we must remember it ourselves.
+const READ_READY: u8 = 1 << 0;
+/// The poller has reported the peer's FIN (EPOLLRDHUP): a short read no longer means
+/// the socket is drained, since the end of stream is still to be read.
+const FIN_SEEN: u8 = 1 << 1;
+/// Urgent data was reported and not yet read past: a short read may have stopped at
+/// the urgent mark, so only `WouldBlock` says the socket is drained.
+const URGENT: u8 = 1 << 2;
+/// The slot is on the revisit list for next turn: it spent its budget this turn and
+/// must not read again before then, even if a new edge arrives.
+const REVISIT_QUEUED: u8 = 1 << 3;
+/// The session's backpressure as last seen, to count each pause once (and, when it
+/// ends, to release the connections it held).
+const PAUSED: u8 = 1 << 4;
+/// The application paused its reading ([`Reactor::pause_reading`]): one of the holds
+/// counted in `held`.
+///
+/// [`Reactor::pause_reading`]: super::Reactor::pause_reading
+const USER_PAUSED: u8 = 1 << 5;
+
 pub(crate) struct Conn {
     session: Session<Box<dyn Protocol>>,
     stream: Stream,
     /// The earliest deadline for which a timer is armed in the heap, in session clock ms.
     pub armed: u64,
-    /// A readable edge arrived and we have not yet read to `WouldBlock`. mio is
-    /// edge-triggered and will not report it again, so we must remember it ourselves.
-    read_ready: bool,
-    /// The poller has reported the peer's FIN (EPOLLRDHUP): a short read no longer means
-    /// the socket is drained, since the end of stream is still to be read.
-    fin_seen: bool,
-    /// Urgent data was reported and not yet read past: a short read may have stopped at
-    /// the urgent mark, so only `WouldBlock` says the socket is drained.
-    urgent: bool,
-    /// The slot is on the revisit list for next turn: it spent its budget this turn and
-    /// must not read again before then, even if a new edge arrives.
-    revisit_queued: bool,
-    /// The session's backpressure as last seen, to count each pause once (and, when it
-    /// ends, to release the connections it held).
-    paused: bool,
+    /// Small state, packed so the slot stays 88 bytes (see `flags`).
+    flags: u8,
     /// How many connections over their high-water mark hold this one's reading: it
     /// delivered to them (see `Reactor::hold`). Reading waits until it is 0.
     held: u16,
+    /// The slab key of the listener that accepted it (`u32::MAX`: none, or that listener
+    /// has closed, which clears it: so a key reused by a later listener names only its
+    /// own connections). A key alone, to fit beside the flags: the slot stays 88 bytes.
+    listener_key: u32,
     /// The interest currently registered with the poller.
     registered: Interest,
 }
 
 impl Conn {
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
     /// An accepted connection (`Open`), whose protocol is opened by [`Conn::open`].
     pub fn accepted(stream: Stream, proto: Box<dyn Protocol>, cfg: Arc<SessionConfig>) -> Conn {
         Conn::new(stream, Session::accepted(proto, cfg, Instant::now()))
@@ -142,12 +167,9 @@ impl Conn {
             session,
             stream,
             armed: clock::NEVER,
-            read_ready: false,
-            fin_seen: false,
-            urgent: false,
-            revisit_queued: false,
-            paused: false,
+            flags: 0,
             held: 0,
+            listener_key: u32::MAX,
             registered: READ,
         };
         conn.registered = conn.interest();
@@ -202,6 +224,26 @@ impl Conn {
         }
     }
 
+    /// The application pauses reading; returns false if it was paused already.
+    pub fn pause_reading(&mut self) -> bool {
+        if self.has(USER_PAUSED) {
+            return false;
+        }
+        self.set(USER_PAUSED, true);
+        self.hold();
+        true
+    }
+
+    /// The application resumes reading; returns false if it had not paused it.
+    pub fn resume_reading(&mut self, tag: Tag, core: &mut Core) -> bool {
+        if !self.has(USER_PAUSED) {
+            return false;
+        }
+        self.set(USER_PAUSED, false);
+        self.release(tag, core);
+        true
+    }
+
     /// The interest this connection needs now.
     pub fn interest(&self) -> Interest {
         // A connect completes (or fails) with WRITABLE; otherwise WRITABLE is wanted
@@ -246,14 +288,32 @@ impl Conn {
     /// The connection was just accepted (or its connect succeeded): let the protocol speak
     /// first. `peer` is the address `accept` returned, if known; otherwise it is asked of
     /// the socket.
-    pub fn open(&mut self, tag: Tag, core: &mut Core, peer: Option<&Endpoint>) {
-        self.open_session(tag, core, peer);
+    pub fn open(&mut self, tag: Tag, core: &mut Core, peer: &Endpoint, listener: (Tag, &Endpoint)) {
+        self.listener_key = listener.0.key as u32;
+        self.open_session(tag, core, Some(peer), Some(listener.1), Some(listener.0));
         self.drive(tag, core, Visit::Write);
     }
 
+    /// Returns true if and only if the listener in slot `key` (open now) accepted it.
+    pub fn accepted_by(&self, key: usize) -> bool {
+        self.listener_key as usize == key
+    }
+
+    /// Its listener has closed: it belongs to none from now on.
+    pub fn forget_listener(&mut self) {
+        self.listener_key = u32::MAX;
+    }
+
     /// Tells the session the connection is established, with this connection's mailbox.
-    fn open_session(&mut self, tag: Tag, core: &mut Core, peer: Option<&Endpoint>) {
-        let fetched;
+    fn open_session(
+        &mut self,
+        tag: Tag,
+        core: &mut Core,
+        peer: Option<&Endpoint>,
+        local: Option<&Endpoint>,
+        listener_tag: Option<Tag>,
+    ) {
+        let (fetched, fetched_local);
         let peer = match peer {
             Some(p) => Some(p),
             None => {
@@ -261,6 +321,14 @@ impl Conn {
                 fetched.as_ref()
             }
         };
+        let local = match local {
+            Some(l) => Some(l),
+            None => {
+                fetched_local = self.stream.local_endpoint();
+                fetched_local.as_ref()
+            }
+        };
+        let listener = listener_tag.map(Tag::id);
         let shared = Arc::clone(&core.shared);
         // One flag for all of this connection's mailboxes, made only if one is asked for:
         // set when the connection closes, so `deliver` says false from then on.
@@ -273,7 +341,13 @@ impl Conn {
             }))
         };
         let cx = core.cx(tag);
-        self.session.open(cx, peer, Some(&make));
+        let opening = Opening {
+            peer,
+            local,
+            listener,
+            mailbox: Some(&make),
+        };
+        self.session.open_with(cx, &opening);
         if let Some(gone) = gone.into_inner() {
             if self.phase() == Phase::Closed {
                 gone.store(true, Ordering::Release);
@@ -296,22 +370,22 @@ impl Conn {
             }
         }
         if ev.read_closed {
-            self.fin_seen = true;
+            self.set(FIN_SEEN, true);
         }
         if ev.priority {
             log::trace!("conn {}: urgent data: reading to WouldBlock", tag.key);
-            self.urgent = true;
+            self.set(URGENT, true);
         }
         // An error event also counts as readable: the read will return the error itself.
         if ev.readable || ev.read_closed || ev.error || ev.priority {
-            self.read_ready = true;
+            self.set(READ_READY, true);
         }
         self.drive(tag, core, Visit::Read);
     }
 
     /// Revisited on the next turn after its budget ran out, without a new edge.
     pub fn revisit(&mut self, tag: Tag, core: &mut Core) {
-        self.revisit_queued = false;
+        self.set(REVISIT_QUEUED, false);
         self.drive(tag, core, Visit::Read);
     }
 
@@ -371,7 +445,7 @@ impl Conn {
     /// waiting to a revisit, so no turn reads more than one budget.
     fn drive(&mut self, tag: Tag, core: &mut Core, visit: Visit) {
         let full = core.cfg.read_budget;
-        let mut budget = match (self.revisit_queued, visit) {
+        let mut budget = match (self.has(REVISIT_QUEUED), visit) {
             // This turn's budget is spent: only write what is owed.
             (true, _) => Budget {
                 read: 0,
@@ -387,7 +461,7 @@ impl Conn {
             },
         };
         self.transmit(tag, core, &mut budget);
-        while self.read_ready && self.session.wants_read() {
+        while self.has(READ_READY) && self.session.wants_read() {
             if budget.read == 0 {
                 let why = match visit {
                     Visit::Read => "read budget spent",
@@ -399,19 +473,19 @@ impl Conn {
             match self.stream.read(&mut core.read_buf) {
                 Ok(0) => {
                     log::trace!("conn {}: read 0 bytes: end of stream", tag.key);
-                    self.read_ready = false;
+                    self.set(READ_READY, false);
                     let cx = core.cx(tag);
                     self.session.eof(cx);
                 }
                 Ok(n) => {
                     log::trace!("conn {}: read {n} bytes", tag.key);
                     core.stats.bytes_in += n as u64;
-                    if n < core.read_buf.len() && !self.fin_seen && !self.urgent {
+                    if n < core.read_buf.len() && !self.has(FIN_SEEN) && !self.has(URGENT) {
                         // A short read emptied the kernel's receive queue. Anything that
                         // arrives later raises a new edge, so the read that would only
                         // say WouldBlock can be skipped.
                         log::trace!("conn {}: short read: receive queue drained", tag.key);
-                        self.read_ready = false;
+                        self.set(READ_READY, false);
                     }
                     budget.read = budget.read.saturating_sub(n);
                     let (cx, input) = core.cx_and_input(tag, n);
@@ -419,15 +493,15 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     log::trace!("conn {}: read would block", tag.key);
-                    self.read_ready = false;
-                    self.urgent = false;
+                    self.set(READ_READY, false);
+                    self.set(URGENT, false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => self.fail(tag, core, "read", &e),
             }
             self.transmit(tag, core, &mut budget);
         }
-        if self.session.is_paused() && self.read_ready {
+        if self.session.is_paused() && self.has(READ_READY) {
             log::trace!(
                 "conn {}: backpressure: {} bytes unsent, not reading",
                 tag.key,
@@ -468,7 +542,7 @@ impl Conn {
                 log::trace!("conn {}: shutdown(Write): FIN sent", tag.key);
                 self.session.fin_sent(&mut core.cx);
                 // The peer's FIN may already be waiting in the receive queue.
-                self.read_ready = true;
+                self.set(READ_READY, true);
             } else if self.session.wants_writable(&core.cx) {
                 if budget.produce == 0 {
                     self.yield_turn(tag, core, "streaming budget spent");
@@ -484,26 +558,26 @@ impl Conn {
         let queued = self.session.buffered_output();
         core.stats.peak_output_buffered = core.stats.peak_output_buffered.max(queued);
         let paused = self.session.is_paused();
-        if paused && !self.paused {
+        if paused && !self.has(PAUSED) {
             core.stats.read_pauses += 1;
         }
-        if !paused && self.paused && core.holds.contains_key(&tag) {
+        if !paused && self.has(PAUSED) && core.holds.contains_key(&tag) {
             // Drained to the low-water mark: those it held may read again.
             core.released.push(tag);
         }
-        self.paused = paused;
+        self.set(PAUSED, paused);
     }
 
     /// Puts the connection on the revisit list (once): it continues next turn, after the
     /// others have had theirs, without waiting for a new edge.
     fn yield_turn(&mut self, tag: Tag, core: &mut Core, why: &str) {
-        if !self.revisit_queued {
+        if !self.has(REVISIT_QUEUED) {
             log::trace!(
                 "conn {}: {why}, yielding to others until next turn",
                 tag.key
             );
             core.stats.budget_yields += 1;
-            self.revisit_queued = true;
+            self.set(REVISIT_QUEUED, true);
             core.revisit.push(tag);
         }
     }
@@ -533,7 +607,7 @@ impl Conn {
         core.stats.connected += 1;
         // Bytes the application queued while connecting go first; the WRITABLE edge that
         // announced the connect is spent, so the visit that follows writes them now.
-        self.open_session(tag, core, None);
+        self.open_session(tag, core, None, None, None);
         self.phase() != Phase::Closed
     }
 

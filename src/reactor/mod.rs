@@ -54,18 +54,20 @@
 
 mod conn;
 mod handle;
+mod interest;
 mod stream;
 mod timers;
-pub mod token;
+mod token;
 mod udp;
 
+pub use crate::proto::Token;
 pub use crate::session::Phase;
 pub use conn::Ready;
 pub use handle::{CallError, Closed, Handle, Task};
-pub use mio::{Interest, Token};
+pub use interest::Interest;
 
 use crate::error::panic_message;
-use crate::net::Endpoint;
+use crate::net::{Endpoint, SocketOptions};
 use crate::proto::{CloseReason, DatagramProtocol, Protocol, Transmit};
 use crate::session::{clock, Context, SessionConfig};
 use conn::Conn;
@@ -146,6 +148,12 @@ pub struct Config {
     /// dropped. Each reply counts its bytes plus 64 (so empty ones are bounded too).
     /// Default 1 MiB.
     pub datagram_queue_limit: usize,
+    /// Socket options for every socket this reactor makes: listeners (and what they
+    /// accept), outgoing connections, datagram sockets. Default: the kernel's buffer
+    /// sizes, no keepalive, `TCP_NODELAY` on. A listener given as a ready
+    /// `std::net::TcpListener` ([`Reactor::listen_std`]) keeps the buffers it was made
+    /// with; its connections still get NODELAY and keepalive.
+    pub socket: SocketOptions,
 }
 
 impl Default for Config {
@@ -175,6 +183,7 @@ impl Default for Config {
             },
             shutdown_grace: Duration::from_secs(5),
             datagram_queue_limit: 1024 * 1024,
+            socket: SocketOptions::default(),
         }
     }
 }
@@ -328,6 +337,7 @@ impl Core {
     fn cx_and_input(&mut self, tag: Tag, n: usize) -> (&mut Context, &[u8]) {
         self.cx.now = self.now;
         self.cx.id = tag.key as u64;
+        self.cx.token = tag.id();
         (&mut self.cx, &self.read_buf[..n])
     }
 }
@@ -370,7 +380,7 @@ enum Entry {
     Watch(Box<Watch>),
 }
 
-type WatchCallback = Box<dyn FnMut(&mut Reactor, mio::Token, Ready)>;
+type WatchCallback = Box<dyn FnMut(&mut Reactor, Token, Ready)>;
 
 /// An fd the embedder watches (`Reactor::watch_fd`), with its callback.
 struct Watch {
@@ -469,7 +479,12 @@ impl Reactor {
             listeners: Vec::new(),
             core: Core {
                 read_buf: vec![0; cfg.read_buffer.max(1)].into_boxed_slice(),
-                cx: Context::new(Instant::now()),
+                cx: {
+                    let mut cx = Context::new(Instant::now());
+                    // The reactor runs what protocols defer (`Out::defer`).
+                    cx.deferred = Some(Vec::new());
+                    cx
+                },
                 session_cfg: Arc::new(cfg.session_config(&cfg.timeouts)),
                 cfg,
                 stats: Stats::default(),
@@ -548,7 +563,7 @@ impl Reactor {
     {
         let (sock, bound) = match at {
             Endpoint::Inet(addr) => {
-                let l = crate::net::bind_tcp(*addr)?;
+                let l = crate::net::bind_tcp_with(*addr, &self.core.cfg.socket)?;
                 l.set_nonblocking(true)?;
                 let bound = l.local_addr()?;
                 (
@@ -559,6 +574,10 @@ impl Reactor {
             Endpoint::Unix(path) => {
                 crate::net::clear_stale_unix_socket(path)?;
                 let l = UnixListener::bind(path)?;
+                self.core
+                    .cfg
+                    .socket
+                    .apply_buffers(&socket2::SockRef::from(&l))?;
                 (ListenSocket::Unix(l, path.clone()), at.clone())
             }
         };
@@ -582,7 +601,7 @@ impl Reactor {
         let tag = self.next_tag()?;
         self.poll
             .registry()
-            .register(&mut sock, tag.token(), Interest::READABLE)?;
+            .register(&mut sock, tag.token(), mio::Interest::READABLE)?;
         log::info!("listening on {addr}");
         self.slots.insert(Slot {
             gen: tag.gen,
@@ -613,9 +632,9 @@ impl Reactor {
         to: &Endpoint,
         timeout: Option<Duration>,
         proto: P,
-    ) -> io::Result<mio::Token> {
+    ) -> io::Result<Token> {
         let stream = match to {
-            Endpoint::Inet(addr) => Stream::Tcp(mio::net::TcpStream::connect(*addr)?),
+            Endpoint::Inet(addr) => Stream::Tcp(self.dial_tcp(*addr)?),
             Endpoint::Unix(path) => Stream::Unix(mio::net::UnixStream::connect(path)?),
         };
         log::debug!("connecting to {to}: SYN sent, waiting for WRITABLE");
@@ -623,14 +642,62 @@ impl Reactor {
         let conn = Conn::connecting(stream, Box::new(proto), cfg, timeout);
         let tag = self.add_conn(conn, to)?;
         self.after_conn_visit(tag);
-        Ok(tag.token())
+        Ok(tag.id())
+    }
+
+    /// A non-blocking TCP connect to `addr` with the configured socket options set first
+    /// (buffer sizes must be set before the SYN to shape the window).
+    fn dial_tcp(&self, addr: SocketAddr) -> io::Result<mio::net::TcpStream> {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        sock.set_nonblocking(true)?;
+        self.core.cfg.socket.apply_tcp(&sock, true)?;
+        match sock.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(mio::net::TcpStream::from_std(sock.into()))
+    }
+
+    /// Stops reading from the connection `token` names until [`Reactor::resume_reading`]:
+    /// its input (and its FIN) waits in the kernel, whose receive window then pushes back
+    /// on the peer. Output still flows and its timers still run. Returns false if no open
+    /// connection has that token, or its reading is paused already.
+    pub fn pause_reading(&mut self, token: Token) -> bool {
+        match live(&mut self.slots, Tag::from_id(token)) {
+            Some(Entry::Conn(c)) => c.pause_reading(),
+            _ => false,
+        }
+    }
+
+    /// Reads again from a connection [`Reactor::pause_reading`] paused, at once: what
+    /// arrived meanwhile is read now (no new readiness edge would announce it). Returns
+    /// false if no open connection has that token, or it was not paused.
+    pub fn resume_reading(&mut self, token: Token) -> bool {
+        let tag = Tag::from_id(token);
+        self.core.now = Instant::now();
+        let resumed = match live(&mut self.slots, tag) {
+            Some(Entry::Conn(c)) => {
+                self.shared.set_current(Some(tag));
+                let resumed = c.resume_reading(tag, &mut self.core);
+                self.shared.set_current(None);
+                resumed
+            }
+            _ => false,
+        };
+        if resumed {
+            self.after_conn_visit(tag);
+            self.reap();
+        }
+        resumed
     }
 
     /// Sends `bytes` on the connection `token` names, after any output already queued,
     /// from outside its protocol (a posted task, a timer, stdin in an interactive client).
     /// Errors with `NotFound` if the connection is gone or no longer sends.
-    pub fn send(&mut self, token: mio::Token, bytes: &[u8]) -> io::Result<()> {
-        let tag = Tag::from_token(token);
+    pub fn send(&mut self, token: Token, bytes: &[u8]) -> io::Result<()> {
+        let tag = Tag::from_id(token);
         self.core.now = Instant::now();
         let sent = match live(&mut self.slots, tag) {
             Some(Entry::Conn(c)) => c.send_external(bytes, tag, &mut self.core),
@@ -652,8 +719,8 @@ impl Reactor {
     /// goes out (`shutdown(Write)`), and the peer's replies keep reaching the protocol
     /// until its own FIN. What a client does at the end of its input. Returns false if
     /// there is no such open connection.
-    pub fn shutdown_write(&mut self, token: mio::Token) -> bool {
-        let tag = Tag::from_token(token);
+    pub fn shutdown_write(&mut self, token: Token) -> bool {
+        let tag = Tag::from_id(token);
         self.core.now = Instant::now();
         let done = match live(&mut self.slots, tag) {
             Some(Entry::Conn(c)) => c.shutdown_write_external(tag, &mut self.core),
@@ -666,8 +733,8 @@ impl Reactor {
 
     /// Closes the connection `token` names once its queued output is sent (an orderly
     /// close: our FIN, then the peer's). Returns false if there is no such connection.
-    pub fn close(&mut self, token: mio::Token) -> bool {
-        let tag = Tag::from_token(token);
+    pub fn close(&mut self, token: Token) -> bool {
+        let tag = Tag::from_id(token);
         self.core.now = Instant::now();
         let found = match live(&mut self.slots, tag) {
             Some(Entry::Conn(c)) => {
@@ -687,22 +754,30 @@ impl Reactor {
         &mut self,
         at: &Endpoint,
         proto: P,
-    ) -> io::Result<(mio::Token, Endpoint)> {
+    ) -> io::Result<(Token, Endpoint)> {
         let (sock, bound) = match at {
             Endpoint::Inet(addr) => {
                 let s = UdpSocket::bind(*addr)?;
+                self.core
+                    .cfg
+                    .socket
+                    .apply_buffers(&socket2::SockRef::from(&s))?;
                 let bound = Endpoint::Inet(s.local_addr()?);
                 (DgramSocket::Udp(s), bound)
             }
             Endpoint::Unix(path) => {
                 crate::net::clear_stale_unix_socket(path)?;
                 let s = UnixDatagram::bind(path)?;
+                self.core
+                    .cfg
+                    .socket
+                    .apply_buffers(&socket2::SockRef::from(&s))?;
                 (DgramSocket::Unix(s, Some(path.clone())), at.clone())
             }
         };
         let tag = self.add_datagram(sock, bound.clone(), None, Box::new(proto))?;
         log::info!("bound datagram socket {bound}");
-        Ok((tag.token(), bound))
+        Ok((tag.id(), bound))
     }
 
     /// A connected datagram socket: bound at `local` (port 0, or a path for Unix; `None`
@@ -713,7 +788,7 @@ impl Reactor {
         local: Option<&Endpoint>,
         remote: &Endpoint,
         proto: P,
-    ) -> io::Result<(mio::Token, Endpoint)> {
+    ) -> io::Result<(Token, Endpoint)> {
         let (sock, bound) = match remote {
             Endpoint::Inet(addr) => {
                 let any: SocketAddr = match (local, addr) {
@@ -722,6 +797,10 @@ impl Reactor {
                     (_, SocketAddr::V6(_)) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
                 };
                 let s = UdpSocket::bind(any)?;
+                self.core
+                    .cfg
+                    .socket
+                    .apply_buffers(&socket2::SockRef::from(&s))?;
                 s.connect(*addr)?;
                 let bound = Endpoint::Inet(s.local_addr()?);
                 (DgramSocket::Udp(s), bound)
@@ -740,18 +819,13 @@ impl Reactor {
             }
         };
         let tag = self.add_datagram(sock, bound.clone(), Some(remote.clone()), Box::new(proto))?;
-        Ok((tag.token(), bound))
+        Ok((tag.id(), bound))
     }
 
     /// Sends a datagram from the datagram socket `token` names (queued if the socket would
     /// block). For a connected socket `to` is ignored.
-    pub fn send_datagram(
-        &mut self,
-        token: mio::Token,
-        to: &Endpoint,
-        bytes: &[u8],
-    ) -> io::Result<()> {
-        let tag = Tag::from_token(token);
+    pub fn send_datagram(&mut self, token: Token, to: &Endpoint, bytes: &[u8]) -> io::Result<()> {
+        let tag = Tag::from_id(token);
         let Some(Entry::Datagram(d)) = live(&mut self.slots, tag) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -778,7 +852,7 @@ impl Reactor {
         let tag = self.next_tag()?;
         self.poll
             .registry()
-            .register(&mut sock, tag.token(), Interest::READABLE)?;
+            .register(&mut sock, tag.token(), mio::Interest::READABLE)?;
         self.slots.insert(Slot {
             gen: tag.gen,
             entry: Entry::Datagram(Box::new(Datagram::new(sock, local, connected, proto))),
@@ -787,8 +861,8 @@ impl Reactor {
     }
 
     /// Closes the datagram socket `token` names. Returns false if there was none.
-    pub fn close_datagram(&mut self, token: mio::Token) -> bool {
-        let tag = Tag::from_token(token);
+    pub fn close_datagram(&mut self, token: Token) -> bool {
+        let tag = Tag::from_id(token);
         if !matches!(live(&mut self.slots, tag), Some(Entry::Datagram(_))) {
             return false;
         }
@@ -809,14 +883,16 @@ impl Reactor {
         fd: std::os::fd::RawFd,
         interest: Interest,
         callback: F,
-    ) -> io::Result<mio::Token>
+    ) -> io::Result<Token>
     where
-        F: FnMut(&mut Reactor, mio::Token, Ready) + 'static,
+        F: FnMut(&mut Reactor, Token, Ready) + 'static,
     {
         let tag = self.next_tag()?;
-        self.poll
-            .registry()
-            .register(&mut mio::unix::SourceFd(&fd), tag.token(), interest)?;
+        self.poll.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            tag.token(),
+            interest.into(),
+        )?;
         self.slots.insert(Slot {
             gen: tag.gen,
             entry: Entry::Watch(Box::new(Watch {
@@ -824,13 +900,13 @@ impl Reactor {
                 callback: Some(Box::new(callback)),
             })),
         });
-        Ok(tag.token())
+        Ok(tag.id())
     }
 
     /// Stops watching the fd `token` names (it is not closed). Returns false if there
     /// was none.
-    pub fn unwatch(&mut self, token: mio::Token) -> bool {
-        let tag = Tag::from_token(token);
+    pub fn unwatch(&mut self, token: Token) -> bool {
+        let tag = Tag::from_id(token);
         if !matches!(live(&mut self.slots, tag), Some(Entry::Watch(_))) {
             return false;
         }
@@ -929,6 +1005,24 @@ impl Reactor {
         }
     }
 
+    /// Runs the actions protocols deferred ([`Out::defer`](crate::proto::Out::defer)),
+    /// in the order they were asked for; returns true if there were any.
+    fn run_deferred(&mut self) -> bool {
+        let Some(queue) = self.core.cx.deferred.as_mut() else {
+            return false;
+        };
+        if queue.is_empty() {
+            return false;
+        }
+        let batch = std::mem::take(queue);
+        for action in batch {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| action(self))) {
+                self.caught("a deferred action", &*payload);
+            }
+        }
+        true
+    }
+
     /// Logs and counts a panic caught at one of the loop's boundaries (a task, a timer or
     /// watch callback, a datagram protocol, a listener's factory); the loop goes on.
     fn caught(&mut self, what: &str, payload: &(dyn std::any::Any + Send)) {
@@ -937,6 +1031,72 @@ impl Reactor {
             "{what} panicked: {}; the loop goes on",
             panic_message(payload)
         );
+    }
+
+    /// Builds a reactor with `cfg` on a thread of its own, lets `setup` add its sockets
+    /// there, and runs it ([`Reactor::run`]) until it stops. Returns once `setup` has
+    /// returned, with the reactor's [`Handle`] and the thread's join handle (whose result
+    /// is `run`'s). A reactor is not `Send` (its protocols need not be), so it is built
+    /// where it runs; this is the shape every multi-threaded embedder writes.
+    ///
+    /// ```
+    /// use sockloop::reactor::{Config, Reactor};
+    ///
+    /// let (handle, thread) = Reactor::spawn(Config::default(), |reactor| {
+    ///     reactor.set_timer(std::time::Duration::from_millis(1), |r| r.stop_now());
+    ///     Ok(())
+    /// })?;
+    /// thread.join().expect("the reactor thread")?;
+    /// assert!(handle.post(|_| {}).is_err(), "stopped for good");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The error of [`Reactor::with_config`] or of `setup` (the thread has ended then),
+    /// or of spawning the thread.
+    ///
+    /// # Panics
+    ///
+    /// If `setup` panics, so does this, with its panic.
+    pub fn spawn<F>(
+        cfg: Config,
+        setup: F,
+    ) -> io::Result<(Handle, std::thread::JoinHandle<io::Result<()>>)>
+    where
+        F: FnOnce(&mut Reactor) -> io::Result<()> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("sockloop-reactor".into())
+            .spawn(move || {
+                let mut reactor = match Reactor::with_config(cfg).and_then(|mut r| {
+                    setup(&mut r)?;
+                    Ok(r)
+                }) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let _ = tx.send(Ok(reactor.handle()));
+                reactor.run()
+            })?;
+        match rx.recv() {
+            Ok(Ok(handle)) => Ok((handle, thread)),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            // `setup` panicked: the thread ended without a word.
+            Err(_) => match thread.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(_) => Err(io::Error::other(
+                    "the reactor thread ended before it was ready",
+                )),
+            },
+        }
     }
 
     /// A handle other threads use to post work and request shutdown.
@@ -962,6 +1122,52 @@ impl Reactor {
         &self.core.cfg
     }
 
+    /// Every listener: its token and bound address. A connection's protocol is told its
+    /// listener's token in `handle_open` ([`Out::listener`](crate::proto::Out::listener)).
+    pub fn listeners(&self) -> Vec<(Token, Endpoint)> {
+        self.listeners
+            .iter()
+            .filter_map(|t| match &self.slots.get(t.key)?.entry {
+                Entry::Listener(l) => Some((t.id(), l.addr.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The open connections accepted from the listener `listener` names: their tokens,
+    /// peers and phases (as [`Reactor::connections`]). Empty for a token that names no
+    /// open listener (a closed listener's connections go on, but belong to none).
+    pub fn connections_of(&self, listener: Token) -> Vec<(Token, Endpoint, Phase)> {
+        let of = Tag::from_id(listener);
+        if !self.listeners.contains(&of) {
+            return Vec::new();
+        }
+        self.slots
+            .iter()
+            .filter_map(|(key, slot)| match &slot.entry {
+                Entry::Conn(c) if c.accepted_by(of.key) => Some((
+                    Tag { key, gen: slot.gen }.id(),
+                    c.peer().unwrap_or(Endpoint::Unix(Default::default())),
+                    c.phase(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops listening on the listener `listener` names: new connects to it are refused
+    /// from now on; the connections it accepted go on. Returns false if no listener has
+    /// that token.
+    pub fn close_listener(&mut self, listener: Token) -> bool {
+        let tag = Tag::from_id(listener);
+        if self.listeners.iter().all(|&t| t != tag) {
+            return false;
+        }
+        self.listeners.retain(|&t| t != tag);
+        self.forget_listener(tag);
+        true
+    }
+
     /// The bound addresses of all listeners.
     pub fn local_addrs(&self) -> Vec<Endpoint> {
         self.listeners
@@ -974,12 +1180,12 @@ impl Reactor {
     }
 
     /// Every open connection: its token (slab key and generation), peer and phase.
-    pub fn connections(&self) -> Vec<(mio::Token, Endpoint, Phase)> {
+    pub fn connections(&self) -> Vec<(Token, Endpoint, Phase)> {
         self.slots
             .iter()
             .filter_map(|(key, slot)| match &slot.entry {
                 Entry::Conn(c) => Some((
-                    Tag { key, gen: slot.gen }.token(),
+                    Tag { key, gen: slot.gen }.id(),
                     // Unnamed once the OS no longer knows the peer (after a reset).
                     c.peer().unwrap_or(Endpoint::Unix(Default::default())),
                     c.phase(),
@@ -990,8 +1196,8 @@ impl Reactor {
     }
 
     /// The phase of the connection `token` names, or `None` once it is gone.
-    pub fn phase(&self, token: mio::Token) -> Option<Phase> {
-        let tag = Tag::from_token(token);
+    pub fn phase(&self, token: Token) -> Option<Phase> {
+        let tag = Tag::from_id(token);
         match self.slots.get(tag.key) {
             Some(Slot {
                 gen,
@@ -1035,11 +1241,11 @@ impl Reactor {
                     conns.len()
                 );
                 // Datagram sockets have no conversation to finish: they close now.
-                let dgrams: Vec<mio::Token> = self
+                let dgrams: Vec<Token> = self
                     .slots
                     .iter()
                     .filter(|(_, s)| matches!(s.entry, Entry::Datagram(_)))
-                    .map(|(key, s)| Tag { key, gen: s.gen }.token())
+                    .map(|(key, s)| Tag { key, gen: s.gen }.id())
                     .collect();
                 for token in dgrams {
                     self.close_datagram(token);
@@ -1152,11 +1358,20 @@ impl Reactor {
     ///
     /// [`AsRawFd`]: std::os::fd::AsRawFd
     pub fn next_timeout(&mut self) -> Option<Duration> {
-        if !self.core.revisit.is_empty() || self.shared.has_local_work() {
+        if !self.core.revisit.is_empty() || self.shared.has_local_work() || self.has_deferred() {
             return Some(Duration::ZERO);
         }
         self.next_deadline()
             .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether actions protocols deferred wait to run (asked for outside a turn).
+    fn has_deferred(&self) -> bool {
+        self.core
+            .cx
+            .deferred
+            .as_ref()
+            .is_some_and(|q| !q.is_empty())
     }
 
     /// The nearest deadline the loop owns: a timer's (connections', listeners' back-off
@@ -1172,7 +1387,10 @@ impl Reactor {
     fn turn(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         // 1. How long may we sleep?
         std::mem::swap(&mut self.revisiting, &mut self.core.revisit);
-        let timeout = if self.revisiting.is_empty() && !self.shared.has_local_work() {
+        let timeout = if self.revisiting.is_empty()
+            && !self.shared.has_local_work()
+            && !self.has_deferred()
+        {
             let now = Instant::now();
             let timer = self
                 .next_deadline()
@@ -1245,7 +1463,8 @@ impl Reactor {
         //    few rounds at most: a chain longer than that continues next turn, which then
         //    polls without sleeping, as Redis's beforeSleep does).
         for _ in 0..LOCAL_ROUNDS {
-            if !self.shared.take_local_mark() {
+            let deferred = self.run_deferred();
+            if !self.shared.take_local_mark() && !deferred {
                 break;
             }
             self.run_commands();
@@ -1257,11 +1476,11 @@ impl Reactor {
 
     /// Delivers a readiness event for `token` as if the poller had returned it, then reaps.
     ///
-    /// For tests and demonstrations of the stale-token guard: a token kept from a
-    /// connection that has closed is dropped here exactly as a late event from the poller
-    /// would be, and counted in [`Stats::stale_events`].
-    #[doc(hidden)]
-    pub fn inject_readable(&mut self, token: mio::Token) {
+    /// For the unit tests of the stale-token guard: a token kept from a connection that
+    /// has closed is dropped here exactly as a late event from the poller would be, and
+    /// counted in [`Stats::stale_events`].
+    #[cfg(test)]
+    fn inject_readable(&mut self, token: mio::Token) {
         self.core.now = Instant::now();
         self.dispatch(
             token,
@@ -1342,7 +1561,7 @@ impl Reactor {
                     return;
                 };
                 let ready = ready.unwrap_or_default();
-                let ran = catch_unwind(AssertUnwindSafe(|| callback(self, tag.token(), ready)));
+                let ran = catch_unwind(AssertUnwindSafe(|| callback(self, tag.id(), ready)));
                 match ran {
                     Ok(()) => {
                         if let Some(Entry::Watch(w)) = live(&mut self.slots, tag) {
@@ -1352,7 +1571,7 @@ impl Reactor {
                     Err(payload) => {
                         // The watch ends with its callback: it would likely panic again.
                         self.caught("a watch callback", &*payload);
-                        self.unwatch(tag.token());
+                        self.unwatch(tag.id());
                     }
                 }
             }
@@ -1400,7 +1619,7 @@ impl Reactor {
                 self.core.stats.accept_limit_hits += 1;
                 return;
             }
-            match l.sock.accept() {
+            match l.sock.accept(&self.core.cfg.socket) {
                 Ok((stream, peer)) => {
                     let factory = &mut l.factory;
                     let proto = match catch_unwind(AssertUnwindSafe(factory)) {
@@ -1412,11 +1631,13 @@ impl Reactor {
                         }
                     };
                     let conn = Conn::accepted(stream, proto, Arc::clone(&l.session_cfg));
+                    let local = l.addr.clone();
                     match self.add_conn(conn, &peer) {
-                        Ok(tag) => {
+                        Ok(conn_tag) => {
+                            let (listener_tag, tag) = (tag, conn_tag);
                             if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
                                 self.shared.set_current(Some(tag));
-                                conn.open(tag, &mut self.core, Some(&peer));
+                                conn.open(tag, &mut self.core, &peer, (listener_tag, &local));
                                 self.shared.set_current(None);
                             }
                             self.after_conn_visit(tag);
@@ -1652,16 +1873,29 @@ impl Reactor {
     /// Closes and forgets every listener (new connects are refused from now on).
     fn close_listeners(&mut self) {
         for tag in std::mem::take(&mut self.listeners) {
-            if listener(&mut self.slots, tag).is_none() {
-                continue;
+            self.forget_listener(tag);
+        }
+    }
+
+    /// Deregisters and drops one listener (the caller has taken it off `listeners`).
+    fn forget_listener(&mut self, tag: Tag) {
+        if listener(&mut self.slots, tag).is_none() {
+            return;
+        }
+        if let Entry::Listener(mut l) = self.slots.remove(tag.key).entry {
+            if let Err(e) = self.poll.registry().deregister(&mut l.sock) {
+                log::debug!("listener {}: deregister: {e}", l.addr);
             }
-            if let Entry::Listener(mut l) = self.slots.remove(tag.key).entry {
-                if let Err(e) = self.poll.registry().deregister(&mut l.sock) {
-                    log::debug!("listener {}: deregister: {e}", l.addr);
+            // Its key may go to a later listener: its connections must not follow it.
+            for (_, slot) in self.slots.iter_mut() {
+                if let Entry::Conn(c) = &mut slot.entry {
+                    if c.accepted_by(tag.key) {
+                        c.forget_listener();
+                    }
                 }
-                self.core.timers.cancel(tag);
-                log::info!("stopped listening on {}", l.addr);
             }
+            self.core.timers.cancel(tag);
+            log::info!("stopped listening on {}", l.addr);
         }
     }
 
@@ -1762,5 +1996,27 @@ mod tests {
         // Release builds: 88. Debug builds add mio's 16-byte selector id to the stream.
         let limit = if cfg!(debug_assertions) { 104 } else { 88 };
         assert!(slot <= limit, "a slot grew to {slot} bytes");
+    }
+
+    /// A poller event whose token names a slot never filled, or filled under another
+    /// generation, is dropped and counted; it reaches no connection.
+    #[test]
+    fn a_stale_event_is_dropped_and_counted() {
+        use super::token::Tag;
+        let mut reactor = super::Reactor::new().unwrap();
+        reactor.inject_readable(Tag { key: 999, gen: 7 }.token());
+        assert_eq!(reactor.stats().stale_events, 1);
+        // A timer's slot, under a generation it never had.
+        let id = reactor.set_timer(std::time::Duration::from_secs(60), |_| {});
+        let tag = id.0;
+        reactor.inject_readable(
+            Tag {
+                key: tag.key,
+                gen: tag.gen.wrapping_add(1),
+            }
+            .token(),
+        );
+        assert_eq!(reactor.stats().stale_events, 2);
+        assert_eq!(reactor.armed_timers(), 1, "the timer is untouched");
     }
 }

@@ -1,7 +1,7 @@
 //! The sockets the reactor drives, TCP or Unix, behind one type each so that connections
 //! and listeners run the same code paths for both families.
 
-use crate::net::Endpoint;
+use crate::net::{Endpoint, SocketOptions};
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -36,6 +36,14 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.peer_addr().ok().map(Endpoint::Inet),
             Stream::Unix(s) => s.peer_addr().ok().map(|a| Endpoint::from_unix(&a)),
+        }
+    }
+
+    /// This end's address (`getsockname`).
+    pub fn local_endpoint(&self) -> Option<Endpoint> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok().map(Endpoint::Inet),
+            Stream::Unix(s) => s.local_addr().ok().map(|a| Endpoint::from_unix(&a)),
         }
     }
 
@@ -101,13 +109,12 @@ pub(crate) enum ListenSocket {
 }
 
 impl ListenSocket {
-    pub fn accept(&self) -> io::Result<(Stream, Endpoint)> {
+    pub fn accept(&self, opts: &SocketOptions) -> io::Result<(Stream, Endpoint)> {
         match self {
             ListenSocket::Tcp(l) => {
                 let (s, peer) = l.accept()?;
-                // Replies are small and latency matters more than packet count.
-                if let Err(e) = s.set_nodelay(true) {
-                    log::debug!("set_nodelay for {peer}: {e}");
+                if let Err(e) = opts.apply_tcp(&socket2::SockRef::from(&s), false) {
+                    log::debug!("socket options for {peer}: {e}");
                 }
                 Ok((Stream::Tcp(s), Endpoint::Inet(peer)))
             }

@@ -43,6 +43,16 @@ impl Tag {
         Token(((self.gen as usize) << KEY_BITS) | self.key)
     }
 
+    /// The public name of what this tag names (the same bits as its mio token).
+    pub fn id(self) -> crate::proto::Token {
+        crate::proto::Token(self.token().0 as u64)
+    }
+
+    /// Unpacks a public token made by [`Tag::id`].
+    pub fn from_id(id: crate::proto::Token) -> Tag {
+        Tag::from_token(Token(id.0 as usize))
+    }
+
     /// Unpacks a token made by [`Tag::token`].
     pub fn from_token(token: Token) -> Tag {
         Tag {

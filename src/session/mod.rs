@@ -92,7 +92,7 @@ mod tests;
 
 use crate::buf::OutBuf;
 use crate::net::Endpoint;
-use crate::proto::{Action, CloseReason, Mailbox, Out, Protocol};
+use crate::proto::{Action, CloseReason, Deferred, Mailbox, Out, Protocol, Token};
 use clock::NEVER;
 use std::any::Any;
 use std::fmt;
@@ -111,6 +111,30 @@ pub trait Deliver: Send + Sync {
     fn deliver(&self, bytes: &[u8]) -> bool;
     /// Closes the connection once what is queued has been sent.
     fn close(&self);
+}
+
+/// What a driver tells a protocol when its connection opens ([`Session::open_with`]).
+#[derive(Default)]
+pub struct Opening<'a> {
+    /// The peer's address ([`Out::peer`]).
+    pub peer: Option<&'a Endpoint>,
+    /// This end's address ([`Out::local`]).
+    pub local: Option<&'a Endpoint>,
+    /// The listener that accepted it ([`Out::listener`]).
+    pub listener: Option<Token>,
+    /// Makes this connection's [`Mailbox`] ([`Out::mailbox`]), if the driver offers one.
+    pub mailbox: Option<&'a dyn Fn() -> Mailbox>,
+}
+
+impl fmt::Debug for Opening<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opening")
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .field("listener", &self.listener)
+            .field("mailbox", &self.mailbox.is_some())
+            .finish()
+    }
 }
 
 /// What a connection may hold and for how long: the limits and timeouts every driver
@@ -225,7 +249,6 @@ impl fmt::Display for Phase {
 /// memory at all. Fresh output stays in the context only until the driver has offered it
 /// to the socket (step 3 of the [contract](self)); what the socket refuses moves into the
 /// session.
-#[derive(Debug)]
 pub struct Context {
     /// The time of this call. Deadlines are checked against it; it is never read from a
     /// clock inside the session.
@@ -233,8 +256,24 @@ pub struct Context {
     /// The connection's name in log lines (`conn {id}`): the reactor's slab key, the
     /// blocking driver's connection number.
     pub id: u64,
+    /// The connection's [`Token`], as the protocol sees it ([`Out::id`]).
+    pub token: Token,
     /// Output produced during this call, not yet offered to the socket.
     tx: Vec<u8>,
+    /// Actions protocols deferred ([`Out::defer`]), if this driver runs them.
+    pub(crate) deferred: Option<Vec<Deferred>>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("now", &self.now)
+            .field("id", &self.id)
+            .field("token", &self.token)
+            .field("tx", &self.tx.len())
+            .field("deferred", &self.deferred.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 impl Context {
@@ -243,7 +282,9 @@ impl Context {
         Context {
             now,
             id: 0,
+            token: Token(0),
             tx: Vec::new(),
+            deferred: None,
         }
     }
 }
@@ -494,6 +535,18 @@ impl<P: Protocol> Session<P> {
         peer: Option<&Endpoint>,
         mailbox: Option<&dyn Fn() -> Mailbox>,
     ) {
+        self.open_with(
+            cx,
+            &Opening {
+                peer,
+                mailbox,
+                ..Opening::default()
+            },
+        );
+    }
+
+    /// [`Session::open`], telling the protocol all the driver knows of the connection.
+    pub fn open_with(&mut self, cx: &mut Context, opening: &Opening<'_>) {
         self.begin(cx);
         if self.phase == Phase::Connecting {
             self.deadline = NEVER;
@@ -507,12 +560,11 @@ impl<P: Protocol> Session<P> {
         if self.phase != Phase::Open {
             return;
         }
-        let mut out = Out::new(&mut cx.tx, cx.now);
-        if let Some(make) = mailbox {
+        let mut out = Out::new(&mut cx.tx, cx.now)
+            .with_context(cx.token, cx.deferred.as_mut())
+            .with_ends(opening.peer, opening.local, opening.listener);
+        if let Some(make) = opening.mailbox {
             out = out.with_mailbox(make);
-        }
-        if let Some(peer) = peer {
-            out = out.with_peer(peer);
         }
         let proto = &mut self.proto;
         match catch_unwind(AssertUnwindSafe(|| proto.handle_open(&mut out))) {
@@ -1057,7 +1109,7 @@ fn call<P: Protocol, R>(
     f: impl FnOnce(&mut P, &mut Out<'_>) -> R,
 ) -> Result<Called<R>, CloseReason> {
     let before = cx.tx.len();
-    let mut out = Out::new(&mut cx.tx, cx.now);
+    let mut out = Out::new(&mut cx.tx, cx.now).with_context(cx.token, cx.deferred.as_mut());
     match catch_unwind(AssertUnwindSafe(|| f(proto, &mut out))) {
         Ok(result) => Ok(Called {
             result,

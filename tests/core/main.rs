@@ -7,5 +7,6 @@
 mod support;
 
 mod agreement;
+mod contract;
 mod reactor;
 mod services;
