@@ -18,6 +18,11 @@ use std::io::{self, Write};
 /// `WouldBlock` (then the caller keeps the rest and waits for WRITABLE). `Interrupted` is
 /// retried; any other error is returned (a reset peer gives `ConnectionReset` or
 /// `BrokenPipe`; std sends with `MSG_NOSIGNAL`, so no SIGPIPE is raised).
+///
+/// # Errors
+///
+/// The sink's error, other than `WouldBlock` (which ends the loop) and `Interrupted`
+/// (which retries).
 pub fn write_nb<W: Write>(sink: &mut W, bytes: &[u8]) -> io::Result<usize> {
     let mut written = 0;
     while written < bytes.len() {
@@ -94,6 +99,10 @@ impl OutBuf {
 
     /// Sends what the socket will take now. Returns the number of bytes written; afterwards
     /// the buffer holds exactly what the socket refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_nb`]: the sink's error other than `WouldBlock`.
     pub fn flush_to<W: Write>(&mut self, sink: &mut W) -> io::Result<usize> {
         if self.is_empty() {
             return Ok(0);

@@ -26,18 +26,26 @@
 //!
 //! # Where things live
 //!
-//! - [`proto`]: the protocol contract ([`proto::Protocol`], [`proto::Out`]) and the demo
-//!   machines. No sockets, no clocks, no threads.
-//! - [`session`]: the connection core every driver drives ([`session::Session`]): input and
-//!   output with their limits, the lifecycle, half-close, the close reason, the deadline.
-//!   No sockets, no clocks.
+//! This crate is the core an embedder depends on (five dependencies: mio, slab, log,
+//! socket2, libc). The tutorials' programs, the `sockloop` CLI, its benchmark and its
+//! lesson are in the `sockloop-demos` crate beside it, which depends on this one and
+//! never the other way.
+//!
+//! - [`proto`]: the protocol side of the contract ([`proto::Protocol`], [`proto::Out`],
+//!   [`proto::Mailbox`], [`proto::CloseReason`], datagrams). No sockets, no clocks, no
+//!   threads.
+//! - [`session`]: the driver side: the connection core every driver drives
+//!   ([`session::Session`]): input and output with their limits, the lifecycle,
+//!   half-close, the close reason, the deadline, caught panics. No sockets, no clocks.
 //! - [`reactor`]: the non-blocking driver: TCP and Unix listeners and outgoing
-//!   connections, UDP and Unix datagram sockets, timers, a cross-thread handle, graceful
-//!   shutdown. One turn of its loop is documented step by step there.
+//!   connections, UDP and Unix datagram sockets, watched fds (pipes, terminals), timers,
+//!   a cross-thread handle, graceful shutdown, nesting in another loop. One turn of its
+//!   loop is documented step by step there.
 //! - [`blocking`]: the threaded and iterative drivers over `std::net`.
-//! - [`demos`]: a demo × a driver → a running server; used by the CLI and the tests.
 //! - [`buf`]: the output buffer and the one write-until-`WouldBlock` loop.
-//! - [`net`]: listener set-up (backlog, `SO_REUSEADDR`) and process facts (fd limit).
+//! - [`net`]: addresses, listener set-up (backlog, `SO_REUSEADDR`), socket options, and
+//!   process facts (fd limit).
+//! - [`error`]: errors sorted by who is to blame.
 //!
 //! # Embedding
 //!
@@ -66,14 +74,14 @@
 //!
 //! # Not implemented
 //!
-//! TLS, multi-threaded reactors, Windows, and the readiness of files or pipes (the poller
-//! watches sockets only). The demos beyond echo come with later work (see the issue
-//! tracker).
+//! TLS, multi-threaded reactors, Windows, and the readiness of regular files (epoll
+//! refuses them; pipes and terminals can be watched with `Reactor::watch_fd`).
 //!
 //! [mio]: https://docs.rs/mio
 //! [slab]: https://docs.rs/slab
 
 #![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 pub mod blocking;
 pub mod buf;

@@ -13,6 +13,10 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 /// Binds a TCP listener on `addr` with `SO_REUSEADDR` (so a restarted server can rebind
 /// while old connections sit in TIME_WAIT) and a [`LISTEN_BACKLOG`] backlog. The socket
 /// is left blocking; the reactor switches it to non-blocking itself.
+///
+/// # Errors
+///
+/// As [`bind_tcp_with`].
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     bind_tcp_with(addr, &SocketOptions::default())
 }
@@ -157,6 +161,10 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Parses `127.0.0.1:7000`, `[::1]:7000` or a path such as `/tmp/x.sock` / `./x.sock`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the text, if it is neither a socket address nor a path.
     pub fn parse(text: &str) -> Result<Endpoint, String> {
         if text.contains('/') {
             Ok(Endpoint::Unix(text.into()))
@@ -210,6 +218,10 @@ impl std::str::FromStr for Endpoint {
 /// on, or a file that is not a socket at all, is left alone and reported as an error.
 /// The probe is a real connect, so a live server sees one connection that closes at once;
 /// nothing short of that tells a live socket from a dead one.
+///
+/// # Errors
+///
+/// `AddrInUse` if a server answers at `path`; any error removing the stale file.
 pub fn clear_stale_unix_socket(path: &std::path::Path) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let meta = match std::fs::symlink_metadata(path) {

@@ -9,9 +9,9 @@
 //!   implement the contract in [`sockloop::proto`] and touch no socket, clock or thread.
 //! - [`serve`]: a demo × a driver → a running server; used by the CLI and the tests.
 //! - [`client`] and [`interactive`]: the clients (the HTTP GET client, and the
-//!   line-at-a-time client of `sockloop connect`).
+//!   line-at-a-time client of `sockloop client`).
 //! - [`bench`]: `sockloop bench`, every driver and its peers under the same load.
-//! - [`lesson`]: `sockloop lesson`, the thread-per-connection cost shown live.
+//! - [`lesson`]: `sockloop demo`, the thread-per-connection cost shown live.
 //! - [`procfs`]: process facts from `/proc` for the bench and the lesson.
 //!
 //! The `sockloop` binary (`src/main.rs`) is the CLI over all of these.

@@ -10,12 +10,28 @@ use std::time::Duration;
 /// A blocking stream socket: TCP or Unix.
 pub trait BlockingStream: Read + Write + Send + 'static {
     /// Shuts down one or both directions (`shutdown(2)`).
+    ///
+    /// # Errors
+    ///
+    /// The OS's (`ENOTCONN` once the peer is gone).
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
     /// Bounds how long `read` blocks (`None`: forever).
+    ///
+    /// # Errors
+    ///
+    /// The OS's.
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     /// Bounds how long `write` blocks (`None`: forever).
+    ///
+    /// # Errors
+    ///
+    /// The OS's.
     fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     /// A second handle to the same socket (for a mailbox's writer).
+    ///
+    /// # Errors
+    ///
+    /// The OS's (`EMFILE` when out of fds).
     fn try_clone_boxed(&self) -> io::Result<Box<dyn BlockingStream>>;
     /// The socket's fd, for [`BlockingServer::stop`](super::BlockingServer::stop) to shut it down without a `dup`.
     fn raw_fd(&self) -> std::os::fd::RawFd;

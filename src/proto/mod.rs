@@ -326,12 +326,26 @@ impl std::io::Write for Out<'_> {
 /// A connection-oriented protocol, as a state machine driven by bytes.
 ///
 /// See the [module docs](self) for the order in which drivers call these methods.
+///
+/// # Panics
+///
+/// A panic in any method is a bug of the machine's, and every driver treats it the same
+/// way (the connection core catches it): that connection is closed, with
+/// [`CloseReason::Panicked`] and the panic's message, and every other connection goes
+/// on. [`Protocol::handle_close`] is still called once (a panic there is caught and
+/// logged too). Apart from that `handle_close`, the machine is not called again, so it
+/// need not be consistent afterwards; what it shares with others should be.
 pub trait Protocol {
     /// The connection is established. Called once, before any input.
     fn handle_open(&mut self, _out: &mut Out<'_>) {}
 
     /// Bytes arrived: `input` is every byte not yet consumed, oldest first. Returns how many
     /// bytes were consumed (at most `input.len()`); the rest are presented again later.
+    ///
+    /// # Errors
+    ///
+    /// A [`PeerError`] if the peer broke the protocol: the connection closes once the
+    /// output written so far has been sent, and the reason is logged.
     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError>;
 
     /// When the machine next wants [`Protocol::handle_timeout`], if ever. Asked after every
@@ -361,6 +375,10 @@ pub trait Protocol {
     /// the driver sends what is queued, and what the machine still streams
     /// ([`Out::want_writable`]), then closes. The default accepts a clean end and
     /// calls any unconsumed rest a truncated message.
+    ///
+    /// # Errors
+    ///
+    /// A [`PeerError`] if the stream may not end here (the default: `rest` is not empty).
     fn handle_eof(&mut self, rest: &[u8], _out: &mut Out<'_>) -> Result<(), PeerError> {
         if rest.is_empty() {
             Ok(())
@@ -416,6 +434,35 @@ forward_protocol!(Box<P>, &mut P);
 /// The driver bounds what it holds for the connection: if the peer does not read and
 /// deliveries pile up past the driver's output limit, the connection is dropped (logged)
 /// rather than allowed to grow memory or hold up the sender.
+///
+/// `deliver` returns false once the connection is gone (closed, or the driver stopped),
+/// so a holder knows to let go of it.
+///
+/// ```
+/// use sockloop::proto::{Mailbox, Out, PeerError, Protocol};
+/// use std::sync::mpsc;
+///
+/// /// Hands its mailbox to whoever wants to push to this connection.
+/// struct Subscriber(mpsc::Sender<Mailbox>);
+///
+/// impl Protocol for Subscriber {
+///     fn handle_open(&mut self, out: &mut Out<'_>) {
+///         if let Some(mailbox) = out.mailbox() {
+///             let _ = self.0.send(mailbox);
+///         }
+///     }
+///     fn handle_input(&mut self, input: &[u8], _: &mut Out<'_>) -> Result<usize, PeerError> {
+///         Ok(input.len())
+///     }
+/// }
+///
+/// // Elsewhere (another thread, a timer): every subscriber gets the news, and those
+/// // that have gone are dropped from the list.
+/// fn publish(subscribers: &mut Vec<Mailbox>, news: &[u8]) {
+///     subscribers.retain(|m| m.deliver(news));
+/// }
+/// # let _ = publish;
+/// ```
 #[derive(Clone)]
 pub struct Mailbox {
     inner: Arc<dyn Deliver>,

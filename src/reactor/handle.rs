@@ -220,6 +220,10 @@ impl Handle {
     ///
     /// Tasks from one thread run in the order they were posted. Returns [`Closed`] if the
     /// reactor has been dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the reactor has stopped or been dropped: the task is dropped unrun.
     pub fn post<F>(&self, task: F) -> Result<(), Closed>
     where
         F: FnOnce(&mut Reactor) + Send + 'static,
@@ -270,11 +274,19 @@ impl Handle {
     /// Asks for a graceful shutdown ([`Reactor::shutdown`]): listeners close, connections
     /// finish within the grace period, then [`Reactor::run`] returns. Asking again while
     /// the loop is draining stops it at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the reactor has stopped or been dropped.
     pub fn shutdown(&self) -> Result<(), Closed> {
         self.send(Command::Shutdown)
     }
 
     /// Asks the loop to close everything now and return ([`Reactor::stop_now`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the reactor has stopped or been dropped.
     pub fn stop_now(&self) -> Result<(), Closed> {
         self.send(Command::StopNow)
     }

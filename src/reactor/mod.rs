@@ -409,6 +409,57 @@ struct Slot {
 }
 
 /// A single-threaded event loop serving stream protocols over non-blocking sockets.
+///
+/// # Panics
+///
+/// The policy: **a panic ends only what panicked.** A panic in a protocol's call (any
+/// method of [`Protocol`], its factory, a [`DatagramProtocol`]) or in a posted task, a
+/// timer or watch callback, or an action a protocol deferred is caught where the loop
+/// made the call and logged; it is counted in [`Stats::panics`]. A connection whose
+/// protocol panicked is closed with [`CloseReason::Panicked`] (its `handle_close` is still
+/// called, once); a panicking datagram protocol loses that datagram, a panicking timer or
+/// watch is retired. Every other connection, task and timer goes on, and the reactor stays
+/// usable: [`Reactor::run_once`] restores its own state even after a panic it did not
+/// catch. Build with `panic = "abort"` to make any panic fatal instead.
+///
+/// The close contract: `handle_close` is called exactly once for every connection
+/// that was opened, whatever ends it: the peer, the protocol, a limit, a timeout, a
+/// panic, [`Reactor::stop_now`], or dropping the reactor (which stops it: the open
+/// connections are told [`CloseReason::Shutdown`]). Once stopped, the reactor is done:
+/// its [`Handle`] refuses work and drops what was queued, so no task runs and no
+/// [`Handle::call`] waits after the stop.
+///
+/// ```
+/// use sockloop::proto::{Out, PeerError, Protocol};
+/// use sockloop::reactor::Reactor;
+/// use std::io::{Read, Write};
+///
+/// struct Fragile;
+///
+/// impl Protocol for Fragile {
+///     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+///         assert!(input != b"boom", "a bug");
+///         out.push(input);
+///         Ok(input.len())
+///     }
+/// }
+///
+/// let mut reactor = Reactor::new()?;
+/// let addr = reactor.listen("127.0.0.1:0".parse().unwrap(), || Fragile)?;
+/// let (mut bad, mut good) = (std::net::TcpStream::connect(addr)?, std::net::TcpStream::connect(addr)?);
+/// bad.write_all(b"boom")?;
+/// while reactor.stats().panics == 0 {
+///     reactor.run_once(Some(std::time::Duration::from_millis(10)))?;
+/// }
+/// good.write_all(b"fine")?;
+/// let mut echo = [0u8; 4];
+/// good.set_nonblocking(true)?;
+/// while good.read(&mut echo).is_err() {
+///     reactor.run_once(Some(std::time::Duration::from_millis(10)))?;
+/// }
+/// assert_eq!(&echo, b"fine");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Reactor {
     poll: Poll,
     events: Events,
@@ -453,6 +504,10 @@ enum RunState {
 
 impl Reactor {
     /// A reactor with the default [`Config`].
+    ///
+    /// # Errors
+    ///
+    /// Any error the OS gives creating the poller or its waker (out of fds, say).
     pub fn new() -> io::Result<Reactor> {
         Reactor::with_config(Config::default())
     }
@@ -508,6 +563,10 @@ impl Reactor {
 
     /// Binds a TCP listener on `addr` and serves every connection it accepts with a
     /// protocol made by `factory`. Returns the bound address (useful with port 0).
+    ///
+    /// # Errors
+    ///
+    /// Any error binding or registering the socket (`AddrInUse`, `PermissionDenied`, ...).
     pub fn listen<P, F>(&mut self, addr: SocketAddr, factory: F) -> io::Result<SocketAddr>
     where
         P: Protocol + 'static,
@@ -517,6 +576,10 @@ impl Reactor {
     }
 
     /// Like [`Reactor::listen`], with a listener the caller has bound and configured.
+    ///
+    /// # Errors
+    ///
+    /// Any error making the listener non-blocking, reading its address or registering it.
     pub fn listen_std<P, F>(
         &mut self,
         listener: std::net::TcpListener,
@@ -537,6 +600,11 @@ impl Reactor {
     /// Listens on a TCP address or a Unix socket path, with its own connection timeouts.
     /// A stale Unix socket file (left by a server that died) is removed; one a live server
     /// still uses is an error. Returns the bound endpoint.
+    ///
+    /// # Errors
+    ///
+    /// Any error binding or registering the socket; `AddrInUse` for a Unix path a live
+    /// server answers at.
     pub fn listen_with<P, F>(
         &mut self,
         at: &Endpoint,
@@ -552,6 +620,10 @@ impl Reactor {
 
     /// [`Reactor::listen_with`] for a factory that already returns boxed protocols (of
     /// differing types, say), which are stored as they are rather than boxed again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Reactor::listen_with`].
     pub fn listen_boxed<F>(
         &mut self,
         at: &Endpoint,
@@ -627,6 +699,12 @@ impl Reactor {
     /// [`CloseReason::ConnectFailed`] (with the real error, such as
     /// `ConnectionRefused`) or [`CloseReason::ConnectTimeout`]. An error the OS reports
     /// straight away (a Unix path with no listener, say) is returned here instead.
+    ///
+    /// # Errors
+    ///
+    /// An error starting the connect (no route, out of fds, a Unix path nobody listens
+    /// at); a connect that fails later closes the connection with
+    /// [`CloseReason::ConnectFailed`] instead.
     pub fn connect<P: Protocol + 'static>(
         &mut self,
         to: &Endpoint,
@@ -696,6 +774,10 @@ impl Reactor {
     /// Sends `bytes` on the connection `token` names, after any output already queued,
     /// from outside its protocol (a posted task, a timer, stdin in an interactive client).
     /// Errors with `NotFound` if the connection is gone or no longer sends.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` if no open connection has that token (it closed, or never was).
     pub fn send(&mut self, token: Token, bytes: &[u8]) -> io::Result<()> {
         let tag = Tag::from_id(token);
         self.core.now = Instant::now();
@@ -750,6 +832,10 @@ impl Reactor {
 
     /// Binds a datagram socket (UDP, or Unix datagram at a path) served by `proto`.
     /// Returns its token and the bound endpoint (with the real port for port 0).
+    ///
+    /// # Errors
+    ///
+    /// Any error binding or registering the socket.
     pub fn bind_datagram<P: DatagramProtocol + 'static>(
         &mut self,
         at: &Endpoint,
@@ -783,6 +869,10 @@ impl Reactor {
     /// A connected datagram socket: bound at `local` (port 0, or a path for Unix; `None`
     /// for an unnamed Unix socket, which cannot receive replies from unconnected peers),
     /// sending to and receiving from `remote` only. Returns its token and local endpoint.
+    ///
+    /// # Errors
+    ///
+    /// Any error binding, connecting or registering the socket.
     pub fn connect_datagram<P: DatagramProtocol + 'static>(
         &mut self,
         local: Option<&Endpoint>,
@@ -824,6 +914,10 @@ impl Reactor {
 
     /// Sends a datagram from the datagram socket `token` names (queued if the socket would
     /// block). For a connected socket `to` is ignored.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if no datagram socket has that token.
     pub fn send_datagram(&mut self, token: Token, to: &Endpoint, bytes: &[u8]) -> io::Result<()> {
         let tag = Tag::from_id(token);
         let Some(Entry::Datagram(d)) = live(&mut self.slots, tag) else {
@@ -878,6 +972,10 @@ impl Reactor {
     /// source it is edge-triggered: the callback must read (or write) until `WouldBlock`,
     /// so the fd should be non-blocking. Regular files cannot be watched (the poller
     /// refuses them with `EPERM`). The caller keeps the fd open until [`Reactor::unwatch`].
+    ///
+    /// # Errors
+    ///
+    /// Any error registering the fd (`EPERM` for a regular file, `EBADF` for a closed one).
     pub fn watch_fd<F>(
         &mut self,
         fd: std::os::fd::RawFd,
@@ -1325,9 +1423,13 @@ impl Reactor {
 
     /// Runs one turn of the loop (see the [module docs](self)), waiting at most `timeout`
     /// for an event (`None`: as long as it takes). Returns the number of events handled.
+    /// Nested in another loop, a turn does everything [`Reactor::run`] would: the
+    /// shutdown's drain and grace included.
     ///
-    /// Errors only if the poller itself fails; errors of single connections close those
-    /// connections and are counted in [`Stats`].
+    /// # Errors
+    ///
+    /// Only if the poller itself fails (`epoll_wait` other than `EINTR`); errors of single
+    /// connections close those connections and are counted in [`Stats`].
     pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         self.shared.set_loop_thread();
         // A panic that escaped a turn (every call into the embedder's code is caught

@@ -7,6 +7,7 @@
 mod support;
 
 mod agreement;
+mod context;
 mod contract;
 mod reactor;
 mod services;
