@@ -1,4 +1,4 @@
-//! Micro-benchmarks, each measuring one named thing (see BENCHMARKING.md when it lands).
+//! Micro-benchmarks, each measuring one named thing (see BENCHMARKING.md).
 //!
 //! - `echo_machine/<size>`: bytes per second through the echo protocol machine alone,
 //!   no sockets: the floor of what any driver adds on top.
@@ -17,7 +17,7 @@
 //! Every benchmark checks its result inside the timed loop (cheap asserts: lengths,
 //! counts, a status line), so a regression that makes one faster by breaking it fails.
 //!
-//! Run: `cargo bench --bench proto` (or `-- --quick`, or a filter such as `-- http`).
+//! Run: `cargo bench -p sockloop-demos --bench proto` (or `-- --quick`, or a filter such as `-- http`).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sockloop::buf::OutBuf;
