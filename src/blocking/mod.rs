@@ -138,6 +138,14 @@ impl SocketTimeout {
 
 /// Offers `w` everything the session owes, until it is all taken or a write fails (a
 /// timeout included); reports each write to the session.
+/// The calling thread's name, for the trace: which thread blocks where.
+fn thread_name() -> String {
+    match std::thread::current().name() {
+        Some(name) => format!("thread {name}"),
+        None => "the thread".to_string(),
+    }
+}
+
 fn write_owed<W, P>(w: &mut W, session: &mut Session<P>, cx: &mut Context) -> io::Result<()>
 where
     W: Write + ?Sized,
@@ -148,13 +156,22 @@ where
         if bytes.is_empty() {
             return Ok(());
         }
+        let offered = bytes.len();
+        log::trace!(
+            "conn {}: {} blocking in write() with {offered} bytes",
+            cx.id,
+            thread_name()
+        );
         let result = match w.write(bytes) {
             Ok(0) => Err(io::ErrorKind::WriteZero.into()),
             other => other,
         };
         cx.now = Instant::now();
         match result {
-            Ok(n) => session.sent(cx, n),
+            Ok(n) => {
+                log::trace!("conn {}: write() took {n} of {offered} bytes", cx.id);
+                session.sent(cx, n)
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 session.sent(cx, 0);
@@ -272,10 +289,16 @@ where
             session.writable(&mut cx);
             Ok(())
         } else if session.wants_read() && !input_closed {
+            log::trace!("conn {id}: {} blocking in read()", thread_name());
             let result = read_timeout
                 .arm(bound, |t| stream.set_read_timeout(t))
                 .and_then(|()| stream.read(&mut buf));
             cx.now = Instant::now();
+            match &result {
+                Ok(0) => log::trace!("conn {id}: read() returned 0: end of stream"),
+                Ok(n) => log::trace!("conn {id}: read() returned {n} bytes"),
+                Err(e) => log::trace!("conn {id}: read() failed: {e}"),
+            }
             match result {
                 Ok(0) => {
                     let (close_requested, gone) = shared.get().map_or((false, false), |s| {

@@ -340,7 +340,13 @@ fn accept_loop(listener: BlockingListener, mode: Mode, factory: Factory, inner: 
             }
         };
         match mode {
-            Mode::Iterative => run_one(stream, peer, id, proto, inner),
+            Mode::Iterative => {
+                log::trace!(
+                    "serving conn {id} to the end on the accept thread; new clients wait in \
+                     the kernel's backlog meanwhile"
+                );
+                run_one(stream, peer, id, proto, inner)
+            }
             Mode::Threaded => {
                 let inner2 = Arc::clone(inner);
                 let who = peer.clone();

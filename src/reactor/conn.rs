@@ -277,6 +277,19 @@ impl Conn {
             // Armed on the millisecond grid, rounded up: late by under 1 ms, never early.
             let at_ms = clock::ceil(at);
             if at_ms < self.armed {
+                if log::log_enabled!(log::Level::Trace) {
+                    let left = clock::instant(at_ms).saturating_duration_since(core.now);
+                    let was = if self.armed == clock::NEVER {
+                        String::new()
+                    } else {
+                        " (moved earlier)".to_string()
+                    };
+                    log::trace!(
+                        "conn {}: deadline armed: {:.1} ms from now{was}",
+                        tag.key,
+                        left.as_secs_f64() * 1e3
+                    );
+                }
                 core.timers.arm(clock::instant(at_ms), TimerKind::Conn(tag));
                 self.armed = at_ms;
             }
@@ -478,21 +491,45 @@ impl Conn {
                     self.session.eof(cx);
                 }
                 Ok(n) => {
-                    log::trace!("conn {}: read {n} bytes", tag.key);
                     core.stats.bytes_in += n as u64;
-                    if n < core.read_buf.len() && !self.has(FIN_SEEN) && !self.has(URGENT) {
+                    let short = n < core.read_buf.len();
+                    if short && !self.has(FIN_SEEN) && !self.has(URGENT) {
                         // A short read emptied the kernel's receive queue. Anything that
                         // arrives later raises a new edge, so the read that would only
                         // say WouldBlock can be skipped.
-                        log::trace!("conn {}: short read: receive queue drained", tag.key);
+                        log::trace!(
+                            "conn {}: read {n} bytes (short read: receive queue drained; \
+                             skipping the read that would say WouldBlock)",
+                            tag.key
+                        );
                         self.set(READ_READY, false);
+                    } else if short {
+                        log::trace!(
+                            "conn {}: read {n} bytes (short, but {} pending: reading on to \
+                             WouldBlock)",
+                            tag.key,
+                            if self.has(FIN_SEEN) {
+                                "the peer's FIN is"
+                            } else {
+                                "urgent data is"
+                            }
+                        );
+                    } else {
+                        log::trace!(
+                            "conn {}: read {n} bytes (the buffer is full: more may wait)",
+                            tag.key
+                        );
                     }
                     budget.read = budget.read.saturating_sub(n);
                     let (cx, input) = core.cx_and_input(tag, n);
                     self.session.feed(cx, input);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    log::trace!("conn {}: read would block", tag.key);
+                    log::trace!(
+                        "conn {}: read: WouldBlock (EAGAIN): the receive queue is empty; \
+                         waiting for the next readable edge",
+                        tag.key
+                    );
                     self.set(READ_READY, false);
                     self.set(URGENT, false);
                 }

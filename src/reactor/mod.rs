@@ -675,6 +675,12 @@ impl Reactor {
             .registry()
             .register(&mut sock, tag.token(), mio::Interest::READABLE)?;
         log::info!("listening on {addr}");
+        log::trace!(
+            "listener {addr}: slot {} gen {} (mio token {} = gen << 32 | slot)",
+            tag.key,
+            tag.gen,
+            tag.token().0
+        );
         self.slots.insert(Slot {
             gen: tag.gen,
             entry: Entry::Listener(Box::new(Listener {
@@ -1467,6 +1473,30 @@ impl Reactor {
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
+    /// Says how long this turn will sleep in the poller, and for whom it wakes.
+    fn trace_sleep(&self, timeout: Option<Duration>) {
+        let Some(t) = timeout else {
+            return log::trace!("poll: sleeping until an event (no timer armed)");
+        };
+        if t.is_zero() {
+            return log::trace!("poll: not sleeping: work is waiting (a revisit or a local task)");
+        }
+        let ms = t.as_secs_f64() * 1e3;
+        let timer = self.core.timers.next();
+        let why = match (self.state, timer) {
+            (RunState::Draining { deadline }, t) if t.map_or(true, |(at, _)| deadline <= at) => {
+                "the shutdown's grace ends".to_string()
+            }
+            (_, Some((_, TimerKind::Conn(tag)))) => format!("conn {}'s deadline", tag.key),
+            (_, Some((_, TimerKind::AcceptResume(tag)))) => {
+                format!("listener slot {} retries accept", tag.key)
+            }
+            (_, Some((_, TimerKind::User(tag)))) => format!("user timer slot {}", tag.key),
+            _ => "the caller's timeout".to_string(),
+        };
+        log::trace!("poll: sleeping at most {ms:.1} ms (then: {why}), or until an event");
+    }
+
     /// Whether actions protocols deferred wait to run (asked for outside a turn).
     fn has_deferred(&self) -> bool {
         self.core
@@ -1506,7 +1536,9 @@ impl Reactor {
         };
 
         // 2. Wait for readiness.
-        log::trace!("poll: waiting up to {timeout:?}");
+        if log::log_enabled!(log::Level::Trace) {
+            self.trace_sleep(timeout);
+        }
         self.core.stats.polls += 1;
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -1543,7 +1575,19 @@ impl Reactor {
         for kind in due.drain(..) {
             match kind {
                 TimerKind::Conn(tag) => {
-                    if let Some(Entry::Conn(c)) = live(&mut self.slots, tag) {
+                    let Some(Entry::Conn(c)) = live(&mut self.slots, tag) else {
+                        log::trace!(
+                            "timer: slot {} gen {} is gone: its deadline is ignored",
+                            tag.key,
+                            tag.gen
+                        );
+                        continue;
+                    };
+                    {
+                        log::trace!(
+                            "timer: conn {}'s deadline fired: checking its timeouts",
+                            tag.key
+                        );
                         if c.armed != clock::NEVER && clock::instant(c.armed) <= self.core.now {
                             c.armed = clock::NEVER;
                         }
@@ -1813,6 +1857,13 @@ impl Reactor {
                 Endpoint::Unix(_) => "",
             };
             log::debug!("accept {peer} as conn {} (gen {}){how}", tag.key, tag.gen);
+            log::trace!(
+                "conn {}: slot {} gen {} in the slab; mio token {} = gen << 32 | slot",
+                tag.key,
+                tag.key,
+                tag.gen,
+                tag.token().0
+            );
             self.core.stats.accepted += 1;
         }
         self.core.stats.open += 1;

@@ -108,6 +108,11 @@ impl Timers {
         self.heap.first().map(|e| e.at)
     }
 
+    /// The earliest timer: when, and what for (for the trace's "sleep until" line).
+    pub fn next(&self) -> Option<(Instant, TimerKind)> {
+        self.heap.first().map(|e| (e.at, e.kind))
+    }
+
     /// Removes and returns the earliest timer due at `now`, if any.
     pub fn pop_expired(&mut self, now: Instant) -> Option<TimerKind> {
         match self.heap.first() {
