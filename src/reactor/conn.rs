@@ -5,28 +5,8 @@
 //! the reactor's side only: the non-blocking socket, what the poller said about it, the
 //! interest registered for it, the per-turn budget, and the timer armed for it.
 //!
-//! One visit ([`Conn::drive`]) goes:
-//!
-//! ```text
-//!   transmit: offer the socket what the session owes ──┐ (until WouldBlock)
-//!             send the FIN it asks for                 │
-//!             ask a streaming protocol for more        │ (while the budget lasts)
-//!   read:     while readable and the session wants input, read one buffer, feed it,
-//!             transmit again                           │ (until WouldBlock, the budget,
-//!                                                        backpressure or the end)
-//!   close:    once the session says it is over, queue the slot for reaping
-//! ```
-//!
-//! Invariants:
-//! - The budget is one per visit and a connection on the revisit list reads nothing (and
-//!   streams nothing) until it is revisited, so no visit in a turn multiplies it.
-//! - Registered interest is derived ([`Conn::interest`]), never set by hand: READABLE
-//!   always, WRITABLE exactly while the session has output waiting (or a connect is in
-//!   flight).
-//! - A timer is armed only when the session's deadline moves *earlier* than the one
-//!   armed, so activity that pushes an idle deadline later costs no timer operation.
-//! - The slot is queued for reaping exactly once: [`Session::poll_close`] returns the
-//!   reason once.
+//! One visit ([`Conn::drive`]) and the invariants it keeps are described where `cargo doc`
+//! shows them: the [reactor's module docs](super), *One connection's visit*.
 
 use super::handle::ConnMailbox;
 use super::stream::Stream;

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //!   1. timeout = 0 if a connection is waiting to be revisited or work queued from this
-//!      thread is left over, else the time to the nearest timer (min the caller's
-//!      timeout), else none: sleep until an event
+//!      thread is left over, else the time to the nearest timer or the shutdown's grace
+//!      (min the caller's timeout), else none: sleep until an event
 //!   2. poll(events, timeout)                 <- the only place the thread blocks
 //!   3. for each event: decode the token ─┬─ Waker     -> run posted tasks
 //!                                        ├─ Listener  -> accept until WouldBlock/limits
@@ -17,10 +17,11 @@
 //!      (a token whose generation no longer matches its slot is stale: dropped)
 //!   4. revisit sources whose budget ran out last turn (no new edge will come)
 //!   5. fire expired timers (connection deadlines, accept back-off, user timers)
-//!   6. run what was queued from this thread during the turn (mailbox deliveries, posted
-//!      tasks), again until nothing is left (at most 16 rounds); then reap: deregister
-//!      and close every connection that reached Closed this turn, and let paused
-//!      listeners accept again into the freed room
+//!   6. run what was queued from this thread during the turn (actions protocols
+//!      deferred, mailbox deliveries, posted tasks), again until nothing is left (at most
+//!      16 rounds); then reap: deregister and close every connection that reached Closed
+//!      this turn, and let paused listeners accept again into the freed room; while
+//!      draining, stop once no connection is left or the grace has passed
 //! ```
 //!
 //! After each visit to a connection its poller interest and its deadline are derived
@@ -29,6 +30,57 @@
 //! Closing happens at the end of the turn (step 6) rather than where it is decided, so a
 //! slot is never freed and reused while events for it may still sit in this turn's batch.
 //! The generation in each token guards the turns after that.
+//!
+//! # One connection's visit
+//!
+//! What a connection *means* (input, output, phases, limits, deadlines, the close reason)
+//! lives in its [`Session`](crate::session::Session), the connection core every driver
+//! drives. The reactor's side is only the non-blocking socket, what the poller said about
+//! it, the interest registered for it, the per-turn budget, and the timer armed for it.
+//!
+//! A connection's visit (readiness, a revisit, or its timer) goes:
+//!
+//! ```text
+//!   transmit: offer the socket what the session owes ──┐ (until WouldBlock)
+//!             send the FIN it asks for                 │
+//!             ask a streaming protocol for more        │ (while the budget lasts)
+//!   read:     while readable and the session wants input, read one buffer, feed it,
+//!             transmit again                           │ (until WouldBlock, the budget,
+//!                                                        backpressure or the end)
+//!   close:    once the session says it is over, queue the slot for reaping
+//! ```
+//!
+//! Invariants:
+//! - The budget is one per visit and a connection on the revisit list reads nothing (and
+//!   streams nothing) until it is revisited, so no visit in a turn multiplies it.
+//! - Registered interest is derived from the state, never set by hand: READABLE always,
+//!   WRITABLE exactly while the session has output waiting (or a connect is in flight).
+//! - A timer is armed only when the session's deadline moves *earlier* than the one
+//!   armed, so activity that pushes an idle deadline later costs no timer operation.
+//! - The slot is queued for reaping exactly once:
+//!   [`Session::poll_close`](crate::session::Session::poll_close) returns the reason once.
+//!
+//! # Timers
+//!
+//! An *indexed* binary min-heap of `(deadline, sequence, what)`: every owner (a connection,
+//! a listener in back-off, a user timer) has at most one entry, found through its slab key
+//! in O(1), so arming again moves the entry (O(log n)) instead of adding one, and
+//! cancelling removes it (O(log n)). The heap therefore holds exactly the live deadlines:
+//! connection churn, or a deadline that moves back and forth with every message, cannot
+//! grow it, and a closed connection's deadline never wakes the loop (its entry goes when
+//! the connection is reaped). The sequence number keeps timers with equal deadlines in the
+//! order they were armed.
+//!
+//! Why an indexed heap, not a timing wheel: the reactor's deadlines span milliseconds
+//! (linger, a test's idle timeout) to minutes (keep-alive), exact order matters for tests
+//! and user timers, and a connection re-arms only when its deadline moves *earlier* (see
+//! above), so arming is rare next to messages. A heap gives exact order, O(log n)
+//! arm/cancel/expire and no tick to tune; a hierarchical wheel would win only with very
+//! many arm/cancel pairs per second. The index is a plain `Vec` by slab key (a slot holds
+//! one owner at a time), cheaper than a hash map.
+//!
+//! The poll timeout of each turn is the time until the nearest deadline (or the shutdown's
+//! grace); with no timer armed the loop sleeps in the poller until an event arrives.
 //!
 //! # Example
 //!

@@ -1,24 +1,7 @@
 //! Deadlines the loop must wake up for.
 //!
-//! An *indexed* binary min-heap of `(deadline, sequence, what)`: every owner (a connection,
-//! a listener in back-off, a user timer) has at most one entry, found through its slab key
-//! in O(1), so arming again moves the entry (O(log n)) instead of adding one, and
-//! cancelling removes it (O(log n)). The heap therefore holds exactly the live deadlines:
-//! connection churn, or a deadline that moves back and forth with every message, cannot
-//! grow it, and a closed connection's deadline never wakes the loop (its entry goes when
-//! the connection is reaped). The sequence number keeps timers with equal deadlines in the
-//! order they were armed.
-//!
-//! Why an indexed heap, not a timing wheel: the reactor's deadlines span milliseconds
-//! (linger, a test's idle timeout) to minutes (keep-alive), exact order matters for tests
-//! and user timers, and a connection re-arms only when its deadline moves *earlier* (see
-//! `conn.rs`), so arming is rare next to messages. A heap gives exact order, O(log n)
-//! arm/cancel/expire and no tick to tune; a hierarchical wheel would win only with very
-//! many arm/cancel pairs per second. The index is a plain `Vec` by slab key (a slot holds
-//! one owner at a time), cheaper than a hash map.
-//!
-//! The poll timeout of each turn is the time until [`Timers::next_deadline`]; with no timer
-//! armed the loop sleeps in the poller until an event arrives.
+//! How, and why a heap rather than a wheel, is described where `cargo doc` shows it: the
+//! [reactor's module docs](super), *Timers*.
 
 use super::token::Tag;
 use std::time::Instant;
