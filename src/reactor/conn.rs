@@ -94,6 +94,10 @@ const PAUSED: u8 = 1 << 4;
 ///
 /// [`Reactor::pause_reading`]: super::Reactor::pause_reading
 const USER_PAUSED: u8 = 1 << 5;
+/// The last write stopped at `WouldBlock`: the send buffer is full until the poller says
+/// WRITABLE (an edge it will raise, since WRITABLE is registered while output waits), so
+/// writing before then would only return `EAGAIN` again.
+const WRITE_BLOCKED: u8 = 1 << 6;
 
 pub(crate) struct Conn {
     session: Session<Box<dyn Protocol>>,
@@ -373,6 +377,9 @@ impl Conn {
         if ev.readable || ev.read_closed || ev.error || ev.priority {
             self.set(READ_READY, true);
         }
+        if ev.writable || ev.error {
+            self.set(WRITE_BLOCKED, false);
+        }
         self.drive(tag, core, Visit::Read);
     }
 
@@ -535,7 +542,16 @@ impl Conn {
         let _ = core.cx(tag);
         loop {
             let bytes = self.session.poll_transmit(&core.cx);
-            if !bytes.is_empty() {
+            if !bytes.is_empty() && self.has(WRITE_BLOCKED) {
+                log::trace!(
+                    "conn {}: {} bytes wait: the send buffer is full until WRITABLE",
+                    tag.key,
+                    bytes.len()
+                );
+                // Fresh output moves into the session's queue, as after a refused write.
+                self.session.sent(&mut core.cx, 0);
+                break;
+            } else if !bytes.is_empty() {
                 let offered = bytes.len();
                 match write_nb(&mut self.stream, bytes) {
                     Ok(n) => {
@@ -543,6 +559,7 @@ impl Conn {
                         core.stats.bytes_out += n as u64;
                         self.session.sent(&mut core.cx, n);
                         if n < offered {
+                            self.set(WRITE_BLOCKED, true);
                             break;
                         }
                     }
