@@ -7,6 +7,10 @@
 //! write with its byte count, every `WouldBlock`, every interest change and every state
 //! transition.
 //!
+//! # Start here
+//!
+//! New to non-blocking I/O? Read the [`guide`]: each chapter a command and its trace.
+//!
 //! # The picture
 //!
 //! ```text
@@ -86,6 +90,7 @@
 pub mod blocking;
 pub mod buf;
 pub mod error;
+pub mod guide;
 pub mod net;
 pub mod proto;
 pub mod reactor;

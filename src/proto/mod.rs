@@ -16,8 +16,11 @@
 //!    out here).
 //! 2. Whenever bytes arrive: [`Protocol::handle_input`] with every byte not yet consumed,
 //!    oldest first. It returns how many it consumed; the driver keeps the rest and presents
-//!    them again, followed by the next bytes to arrive. A protocol that needs a whole line
-//!    consumes nothing until the line is complete.
+//!    them again, followed by the next bytes to arrive. A protocol may consume less than
+//!    it was given: one that needs a whole line can consume nothing until the line is
+//!    complete, and the driver keeps the bytes for it. Or it may consume every byte and
+//!    keep a partial line itself (the demos' line framer does, so that it can still hand
+//!    that line out from `handle_timeout`, which gets no input).
 //! 3. When the peer has closed its sending side (end of stream): [`Protocol::handle_eof`]
 //!    with the unconsumed rest, once. No input follows.
 //! 4. After every call, the driver sends what was written into the [`Out`] sink, in order,
