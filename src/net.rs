@@ -39,6 +39,9 @@ pub fn bind_tcp_with(addr: SocketAddr, opts: &SocketOptions) -> io::Result<std::
         socket.set_only_v6(true)?;
     }
     opts.apply_buffers(&socket)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
@@ -78,6 +81,10 @@ pub struct SocketOptions {
     /// `TCP_NODELAY` on TCP connections: on by default, since the demos' replies are small
     /// and latency matters more than packet count; off lets Nagle coalesce small writes.
     pub nodelay: bool,
+    /// `SO_REUSEPORT` on listeners and datagram sockets: several sockets (one per reactor
+    /// of a [`Group`](crate::reactor::Group)) bind the same address and the kernel spreads
+    /// new connections across them. Off by default.
+    pub reuse_port: bool,
 }
 
 impl Default for SocketOptions {
@@ -87,6 +94,7 @@ impl Default for SocketOptions {
             send_buffer: None,
             keepalive: None,
             nodelay: true,
+            reuse_port: false,
         }
     }
 }

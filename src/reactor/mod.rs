@@ -105,6 +105,7 @@
 //! ```
 
 mod conn;
+mod group;
 mod handle;
 mod interest;
 mod stream;
@@ -115,6 +116,7 @@ mod udp;
 pub use crate::proto::Token;
 pub use crate::session::Phase;
 pub use conn::Ready;
+pub use group::Group;
 pub use handle::{CallError, Closed, Handle, Task};
 pub use interest::Interest;
 
@@ -460,6 +462,41 @@ struct Slot {
     entry: Entry,
 }
 
+impl std::ops::AddAssign<&Stats> for Stats {
+    /// Sums two reactors' counters (the largest `peak_output_buffered` is kept): what a
+    /// [`Group`] reports for all its loops.
+    fn add_assign(&mut self, other: &Stats) {
+        self.accepted += other.accepted;
+        self.closed += other.closed;
+        self.open += other.open;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.polls += other.polls;
+        self.events += other.events;
+        self.stale_events += other.stale_events;
+        self.wakeups += other.wakeups;
+        self.tasks += other.tasks;
+        self.timers_fired += other.timers_fired;
+        self.accept_errors += other.accept_errors;
+        self.accept_limit_hits += other.accept_limit_hits;
+        self.io_errors += other.io_errors;
+        self.budget_yields += other.budget_yields;
+        self.read_pauses += other.read_pauses;
+        self.holds += other.holds;
+        self.slow_readers += other.slow_readers;
+        self.panics += other.panics;
+        self.connected += other.connected;
+        self.connect_failures += other.connect_failures;
+        self.timeouts += other.timeouts;
+        self.datagrams_in += other.datagrams_in;
+        self.datagrams_out += other.datagrams_out;
+        self.datagrams_truncated += other.datagrams_truncated;
+        self.datagrams_dropped += other.datagrams_dropped;
+        self.datagram_errors += other.datagram_errors;
+        self.peak_output_buffered = self.peak_output_buffered.max(other.peak_output_buffered);
+    }
+}
+
 /// A single-threaded event loop serving stream protocols over non-blocking sockets.
 ///
 /// # Panics
@@ -624,7 +661,8 @@ impl Reactor {
         P: Protocol + 'static,
         F: FnMut() -> P + 'static,
     {
-        self.listen_std(crate::net::bind_tcp(addr)?, factory)
+        let listener = crate::net::bind_tcp_with(addr, &self.core.cfg.socket)?;
+        self.listen_std(listener, factory)
     }
 
     /// Like [`Reactor::listen`], with a listener the caller has bound and configured.

@@ -9,5 +9,6 @@ mod support;
 mod agreement;
 mod context;
 mod contract;
+mod group;
 mod reactor;
 mod services;
