@@ -1,6 +1,7 @@
 //! Embedding the reactor with a protocol of your own: an upper-casing line server.
 //!
-//! Run: `cargo run --example echo_server`, then `nc 127.0.0.1 7007` and type lines.
+//! Run: `cargo run --example echo_server`, then `nc 127.0.0.1 7100` and type lines (port
+//! 7100 is clear of the 7000-7007 that `sockloop serve` takes). It serves until Ctrl-C.
 //! With `RUST_LOG=trace` the reactor narrates each event, read and write.
 
 use sockloop::proto::{Out, PeerError, Protocol};
@@ -42,7 +43,7 @@ fn main() -> std::io::Result<()> {
         ..Config::default()
     };
     let mut reactor = Reactor::with_config(config)?;
-    let addr = reactor.listen("127.0.0.1:7007".parse().unwrap(), || Upper)?;
+    let addr = reactor.listen("127.0.0.1:7100".parse().unwrap(), || Upper)?;
     println!("listening upper tcp {addr}");
 
     // Another thread may stop the loop through a handle; here, Ctrl-C just ends the process.

@@ -9,8 +9,8 @@
 //!   iteration; bytes/s of request, requests/s = 1 / time.
 //! - `http_machine/pipelined16`: 16 of those requests in one input, all answered in one
 //!   `handle_input` call; requests/s = 16 / time.
-//! - `http_parse/head`: the request-head parser alone (`parse_request`, httparse plus the
-//!   size limits) on a 588-byte browser head (`testdata/http/get_browser.http`).
+//! - `http_parse/head`: the head parser alone (`parse::parse` on a request, httparse plus
+//!   the size limits) on a 588-byte browser head (`testdata/http/get_browser.http`).
 //! - `line_framer/lines`: `LineFramer::feed` splitting one 16 KiB buffer of 1,024 short
 //!   lines (16 bytes each, `\n`-terminated); lines/s = 1,024 / time.
 //!
@@ -23,7 +23,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use sockloop::buf::OutBuf;
 use sockloop::proto::{Action, Out, Protocol};
 use sockloop_demos::proto::echo::Echo;
-use sockloop_demos::proto::http::parse::{parse_request, HeadLimits, MAX_HEADERS};
+use sockloop_demos::proto::http::parse::{self, HeadLimits, MAX_HEADERS};
 use sockloop_demos::proto::http::server::HttpServer;
 use sockloop_demos::proto::line::{Flow, LineFramer};
 use std::io::{self, Write};
@@ -153,7 +153,7 @@ fn http_parse(c: &mut Criterion) {
     group.bench_function("head", |b| {
         b.iter(|| {
             let mut req = httparse::Request::new(&mut headers);
-            let n = parse_request(black_box(BROWSER_GET), &mut req, HeadLimits::default());
+            let n = parse::parse(black_box(BROWSER_GET), &mut req, HeadLimits::REQUEST);
             assert_eq!(n, Ok(Some(BROWSER_GET.len())));
             assert_eq!(req.method, Some("GET"));
             assert_eq!(req.headers.len(), 14);

@@ -18,6 +18,11 @@
 //! Each row of the table is printed as soon as it is measured. Every wait has a
 //! deadline, all traffic stays on 127.0.0.1, and a server is killed on every path out
 //! (a guard kills it when dropped).
+//!
+//! With [`LessonOptions::svg`] set it then draws [`waits`]: a picture of who waits
+//! where, each driver's threads over time under the same four clients.
+
+pub mod waits;
 
 use crate::procfs::{conn_threads, open_fds, threads_and_rss, ServerGuard};
 use crate::serve::{Demo, Driver};
@@ -64,6 +69,9 @@ pub struct LessonOptions {
     /// The `sockloop` binary to start servers with (the CLI passes
     /// `std::env::current_exe()`).
     pub exe: PathBuf,
+    /// After the table, also draw [`waits`] (the echo demo under each of the drivers)
+    /// into this SVG file (default none).
+    pub svg: Option<PathBuf>,
 }
 
 impl LessonOptions {
@@ -75,6 +83,7 @@ impl LessonOptions {
             demo: Demo::Echo,
             drivers: DRIVERS.to_vec(),
             exe: exe.into(),
+            svg: None,
         }
     }
 }
@@ -189,6 +198,11 @@ pub fn run(opts: &LessonOptions, out: &mut dyn Write) -> io::Result<LessonReport
     writeln!(out)?;
     explain(&report, opts, out)?;
     out.flush()?;
+    if let Some(path) = &opts.svg {
+        writeln!(out)?;
+        waits::draw(&opts.exe, &opts.drivers, path, out)?;
+        out.flush()?;
+    }
     Ok(report)
 }
 

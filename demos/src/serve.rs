@@ -3,10 +3,11 @@
 
 use crate::proto::chat::{Chat, ChatConfig, Room};
 use crate::proto::echo::{DatagramEcho, Echo};
-use crate::proto::file::{DirStore, FileReceiver};
+use crate::proto::file::FileReceiver;
 use crate::proto::http::server::{HttpConfig, HttpServer};
 use crate::proto::{ack::Ack, greet::Greeter, hello::Hello, stamp::Stamp};
 use crate::proto::{DatagramProtocol, Protocol};
+use crate::store::DirStore;
 use sockloop::blocking::{self, BlockingDatagram, BlockingListener, BlockingServer, Factory, Mode};
 use sockloop::net::Endpoint;
 use sockloop::reactor::{Config, Reactor};
@@ -41,8 +42,8 @@ pub enum Demo {
 /// Settings of the demos that have any, shared by every server started with them.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
-    /// Where the file demo stores what it receives. Default `./inbox` (created when the
-    /// first file arrives).
+    /// Where the file demo stores what it receives. Default `inbox`, relative to the
+    /// current directory (created when the first file arrives).
     pub file_dir: std::path::PathBuf,
     /// Keep-alive of the chat demo.
     pub chat: ChatConfig,
@@ -52,6 +53,10 @@ pub struct DemoOptions {
     /// and port, in the same server (for a benchmark's UDP flood against it). Only for
     /// demos with both forms (echo) served over TCP.
     pub also_udp: bool,
+    /// Reactors to run (reactor driver, over tcp): each on a thread of its own with its
+    /// own `SO_REUSEPORT` listener on the same address ([`sockloop::reactor::Group`]).
+    /// Default 1.
+    pub reactors: usize,
 }
 
 impl Default for DemoOptions {
@@ -61,6 +66,7 @@ impl Default for DemoOptions {
             chat: ChatConfig::default(),
             http: HttpConfig::default(),
             also_udp: false,
+            reactors: 1,
         }
     }
 }
@@ -77,6 +83,21 @@ impl Demo {
         Demo::Chat,
         Demo::File,
     ];
+
+    /// The port `serve all` gives this demo when its first demo is on `base_port`
+    /// (echo on `base_port`, ack on the next, ... file on `base_port + 7`); a demo served
+    /// alone defaults to the same port, so the table's commands work either way. Port 0
+    /// stays 0 (a free port). `None` if the port would be above 65535.
+    pub fn table_port(self, base_port: u16) -> Option<u16> {
+        if base_port == 0 {
+            return Some(0);
+        }
+        let i = Demo::ALL.iter().position(|&d| d == self).unwrap_or(0);
+        u16::try_from(usize::from(base_port) + i).ok()
+    }
+
+    /// The highest `--base-port` for which every demo of `serve all` gets a port.
+    pub const MAX_BASE_PORT: u16 = u16::MAX - (Demo::ALL.len() as u16 - 1);
 
     /// The demo's name as the CLI and the `listening` line spell it.
     pub fn name(self) -> &'static str {
@@ -130,7 +151,8 @@ impl Demo {
         match self {
             Demo::Echo => Arc::new(|| Box::new(Echo)),
             Demo::Ack => Arc::new(|| Box::new(Ack::new())),
-            Demo::Stamp => Arc::new(|| Box::new(Stamp::default())),
+            // The wall clock is read here, once per connection, and handed to the machine.
+            Demo::Stamp => Arc::new(|| Box::new(Stamp::new(crate::clock::wall_clock()))),
             Demo::Greet => Arc::new(|| Box::new(Greeter::new())),
             Demo::Http => {
                 let cfg = Arc::new(opts.http.clone());
@@ -316,6 +338,35 @@ pub fn spawn(
     spawn_with(demo, driver, transport, at, cfg, &DemoOptions::default())
 }
 
+/// `n` reactors serving `demo` on `at`, one `SO_REUSEPORT` listener each.
+fn spawn_group(
+    n: usize,
+    cfg: Config,
+    demo: Demo,
+    at: std::net::SocketAddr,
+    factory: Factory,
+) -> io::Result<Server> {
+    let (group, bound) = sockloop::reactor::Group::listen(n, cfg, at, move || factory())?;
+    let handles = group.handles().to_vec();
+    let thread = std::thread::Builder::new()
+        .name("reactor-group".into())
+        .spawn(move || group.join())?;
+    Ok(Server {
+        listening: vec![Listening {
+            demo: demo.name(),
+            transport: Transport::Tcp,
+            addr: Endpoint::Inet(bound),
+        }],
+        // A second stop while draining closes everything at once, as with one reactor.
+        stop: Arc::new(move || {
+            for h in &handles {
+                let _ = h.shutdown();
+            }
+        }),
+        thread: Some(thread),
+    })
+}
+
 /// [`spawn`], with the demos' own settings.
 pub fn spawn_with(
     demo: Demo,
@@ -362,6 +413,19 @@ pub fn spawn_with(
             Endpoint::Unix(_) => Err(io::Error::other("--also-udp needs a TCP address")),
         }
     };
+    if opts.reactors != 1 {
+        let at = match (&at, driver, transport, also_udp) {
+            (Endpoint::Inet(a), Driver::Reactor, Transport::Tcp, false) => *a,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--reactors runs several reactors over tcp (the reactor driver, without \
+                     --also-udp)",
+                ))
+            }
+        };
+        return spawn_group(opts.reactors, cfg, demo, at, factory);
+    }
     match driver {
         Driver::Reactor => spawn_reactor(cfg, move |reactor| {
             let addr = serve_on(reactor, demo, transport, &at, Arc::clone(&factory))?;
@@ -465,19 +529,32 @@ pub fn spawn_all(
         .iter()
         .map(|&d| (d, d.stream_factory(opts)))
         .collect();
+    // The whole range is checked before the first socket is bound.
+    if base_port > Demo::MAX_BASE_PORT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--base-port {base_port} is too high: the {} demos need ports {base_port}-{}, \
+                 above 65535 (at most {})",
+                Demo::ALL.len(),
+                usize::from(base_port) + Demo::ALL.len() - 1,
+                Demo::MAX_BASE_PORT
+            ),
+        ));
+    }
     spawn_reactor(cfg, move |reactor| {
         let mut listening = Vec::new();
-        for (i, (demo, factory)) in factories.into_iter().enumerate() {
-            let port = if base_port == 0 {
-                0
-            } else {
-                u16::try_from(usize::from(base_port) + i).map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "--base-port is too high")
-                })?
-            };
+        for (demo, factory) in factories {
+            let port = demo.table_port(base_port).unwrap_or_default();
             let at = Endpoint::Inet(std::net::SocketAddr::new(host, port));
             let transport = demo.default_transport();
-            let addr = serve_on(reactor, demo, transport, &at, factory)?;
+            // A failed bind names the socket that failed (the ones before it are closed).
+            let addr = serve_on(reactor, demo, transport, &at, factory).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{} over {transport} on {at}: {e}", demo.name()),
+                )
+            })?;
             listening.push(Listening {
                 demo: demo.name(),
                 transport,
@@ -541,8 +618,15 @@ where
     })
 }
 
-/// A command a person can paste to try the demo at `l`.
+/// A command a person can paste to try the demo at `l`, with the `sockloop` binary
+/// spelled `sockloop` (see [`try_it_with`]).
 pub fn try_it(l: &Listening) -> String {
+    try_it_with(l, "sockloop")
+}
+
+/// [`try_it`], with the `sockloop` binary spelled `program` (its path, where it is not
+/// on `PATH`), so the command runs as printed.
+pub fn try_it_with(l: &Listening, program: &str) -> String {
     let addr = &l.addr;
     let (host, port) = match addr {
         Endpoint::Inet(a) => (a.ip().to_string(), a.port().to_string()),
@@ -554,12 +638,12 @@ pub fn try_it(l: &Listening) -> String {
             _ => format!("curl http://{host}:{port}/"),
         },
         (Transport::Unix, "http") => format!("curl --unix-socket {host} http://x/"),
-        (Transport::Tcp, "file") => format!("sockloop send FILE --addr {addr}"),
+        (Transport::Tcp, "file") => format!("{program} send FILE --addr {addr}"),
         (Transport::Tcp, _) => format!("nc {host} {port}"),
         (Transport::Udp, _) => format!("nc -u {host} {port}"),
         (Transport::Unix, _) => format!("nc -U {host}"),
         (Transport::Unixgram, _) => format!(
-            "sockloop client {} --transport unixgram --addr {addr}",
+            "{program} client {} --transport unixgram --addr {addr}",
             l.demo
         ),
     }

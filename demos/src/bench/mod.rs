@@ -92,6 +92,10 @@ impl FromStr for BenchDriver {
     }
 }
 
+/// The command that builds the tokio driver's two examples (release, beside
+/// `target/release/sockloop`).
+pub const TOKIO_BUILD: &str = "cargo build --release --example tokio_echo --example hyper_hello";
+
 /// The path of the tokio echo example next to the `sockloop` binary `exe`
 /// (`<dir of exe>/examples/tokio_echo`).
 pub fn tokio_echo_path(exe: &Path) -> PathBuf {
@@ -325,8 +329,9 @@ pub struct BenchOptions {
     /// The drivers, in table order (empty: reactor, threaded, iterative, and tokio when
     /// its example is built).
     pub drivers: Vec<BenchDriver>,
-    /// Measured seconds per scenario (default 5; `quick` makes it 1).
-    pub secs: f64,
+    /// Measured seconds per scenario. `None`: 5, or 1 with `quick`; a value set here
+    /// wins over `quick`'s.
+    pub secs: Option<f64>,
     /// The CI run: 1 s per scenario, small counts (unless `scenarios` says otherwise).
     pub quick: bool,
     /// Write the results as JSON here.
@@ -344,7 +349,7 @@ impl BenchOptions {
         BenchOptions {
             scenarios: Vec::new(),
             drivers: Vec::new(),
-            secs: 5.0,
+            secs: None,
             quick: false,
             json: None,
             svg: None,
@@ -354,10 +359,10 @@ impl BenchOptions {
 
     /// The measured window of each scenario.
     pub fn window(&self) -> Duration {
-        if self.quick {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs_f64(self.secs.clamp(0.1, 3600.0))
+        match self.secs {
+            Some(secs) => Duration::from_secs_f64(secs.clamp(0.1, 3600.0)),
+            None if self.quick => Duration::from_secs(1),
+            None => Duration::from_secs(5),
         }
     }
 
@@ -486,10 +491,9 @@ struct Pinning {
 pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> {
     let started = Instant::now();
     let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    if !(opts.secs > 0.0 && opts.secs.is_finite()) {
+    if let Some(secs) = opts.secs.filter(|s| !(*s > 0.0 && s.is_finite())) {
         return Err(invalid(format!(
-            "--secs must be more than zero, not {}",
-            opts.secs
+            "--secs must be more than zero, not {secs}"
         )));
     }
     let scenarios = if opts.scenarios.is_empty() {
@@ -521,17 +525,32 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
     } else {
         opts.drivers.clone()
     };
-    if drivers.contains(&BenchDriver::Tokio) && !tokio_built {
-        notes.push(format!(
-            "tokio: {} is not built (cargo build --release --example tokio_echo)",
-            tokio.display()
-        ));
-    }
-    if drivers.contains(&BenchDriver::Tokio) && has_http && !hyper_built {
-        notes.push(format!(
-            "tokio: {} is not built (cargo build --release --example hyper_hello)",
-            hyper.display()
-        ));
+    // The tokio peer was asked for, or left out by default because it is not built: say
+    // which binary is missing and how to build it, rather than drop its rows silently.
+    if opts.drivers.is_empty() || drivers.contains(&BenchDriver::Tokio) {
+        let has_stream = scenarios
+            .iter()
+            .any(|s| !matches!(s, Scenario::Http { .. }));
+        let missing: Vec<String> = [
+            (has_stream && !tokio_built, &tokio, "echo"),
+            (has_http && !hyper_built, &hyper, "http"),
+        ]
+        .into_iter()
+        .filter(|(missing, _, _)| *missing)
+        .map(|(_, path, rows)| format!("{} (for the {rows} rows)", path.display()))
+        .collect();
+        if !missing.is_empty() {
+            let effect = if drivers.contains(&BenchDriver::Tokio) {
+                "skipped"
+            } else {
+                "left out"
+            };
+            notes.push(format!(
+                "warning: tokio: not built: {}; those tokio rows are {effect}. Build them \
+                 with `{TOKIO_BUILD}`",
+                missing.join(" and "),
+            ));
+        }
     }
 
     let cpus = procfs::allowed_cpus();
@@ -603,12 +622,9 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
             let outcome = if driver == BenchDriver::Iterative && scenario.conns() > 1 {
                 Outcome::Skipped("serves one client at a time".into())
             } else if driver == BenchDriver::Tokio && http && !hyper_built {
-                Outcome::Skipped(
-                    "hyper_hello example not built (cargo build --release --example hyper_hello)"
-                        .into(),
-                )
+                Outcome::Skipped(format!("hyper_hello example not built ({TOKIO_BUILD})"))
             } else if driver == BenchDriver::Tokio && !http && !tokio_built {
-                Outcome::Skipped("tokio_echo example not built".into())
+                Outcome::Skipped(format!("tokio_echo example not built ({TOKIO_BUILD})"))
             } else if driver == BenchDriver::Tokio
                 && matches!(scenario, Scenario::Attack(a) if a.needs_udp())
             {
@@ -933,4 +949,50 @@ fn run_wrk(
         )));
     }
     Ok((wrk::parse(&text).map_err(io::Error::other)?, peak))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the tokio examples beside the binary, the bench says which binary is
+    /// missing and how to build both, and skips those rows (starting nothing).
+    #[test]
+    fn a_missing_tokio_example_is_named_with_its_build_command() {
+        let dir = std::env::temp_dir().join(format!("sockloop-no-tokio-{}", std::process::id()));
+        let opts = BenchOptions {
+            scenarios: vec![Scenario::Echo {
+                size: 64,
+                conns: 1,
+                depth: 1,
+            }],
+            drivers: vec![BenchDriver::Tokio],
+            quick: true,
+            ..BenchOptions::new(dir.join("sockloop"))
+        };
+        let mut out = Vec::new();
+        let report = run(&opts, &mut out).expect("the bench runs");
+        let out = String::from_utf8(out).unwrap();
+        let warning = out
+            .lines()
+            .find(|l| l.contains("warning: tokio: not built"))
+            .unwrap_or_else(|| panic!("no warning line:\n{out}"));
+        assert!(warning.contains("tokio_echo"), "{warning}");
+        assert!(warning.contains(TOKIO_BUILD), "{warning}");
+        assert!(
+            matches!(&report.rows[0].outcome, Outcome::Skipped(why) if why.contains(TOKIO_BUILD)),
+            "{:?}",
+            report.rows[0].outcome
+        );
+    }
+
+    #[test]
+    fn secs_wins_over_quick() {
+        let mut opts = BenchOptions::new("sockloop");
+        assert_eq!(opts.window(), Duration::from_secs(5));
+        opts.quick = true;
+        assert_eq!(opts.window(), Duration::from_secs(1));
+        opts.secs = Some(0.5);
+        assert_eq!(opts.window(), Duration::from_millis(500));
+    }
 }

@@ -11,75 +11,40 @@
 //! server -> client   server received you message.\n
 //! ```
 //!
-//! Messages are framed by [`LineFramer`]: a message ends at `\n` (a `\r` before it is
-//! dropped), and a trailing partial line becomes a message once the peer has been quiet
-//! for [`QUIET`](super::line::QUIET), or when it closes its side. So the tutorial's client,
-//! which sends `Michael` with no newline and waits, gets its reply after about 100 ms,
-//! while `nc` gets one per line at once. An empty line is a message too, and is
-//! acknowledged. Every message is logged at `info` level (its text, with non-UTF-8 bytes
-//! replaced and control characters escaped); the reply never depends on it. A line longer
-//! than [`MAX_LINE`](super::line::MAX_LINE) is a [`PeerError`].
+//! Messages are lines, framed by [`Lines`] (see [`line`](super::line)): the tutorial's
+//! client, which sends `Michael` with no newline and waits, gets its reply after the quiet
+//! period (100 ms), while `nc` gets one per line at once. An empty line is a message too,
+//! and is acknowledged. Every message is logged at `info` level (its text, with non-UTF-8
+//! bytes replaced and control characters escaped); the reply never depends on it.
 //!
 //! The machine has a single state (serving), so it has no state enum.
 
-use super::line::{Flow, LineFramer};
-use super::{Out, PeerError, Protocol};
-use std::time::Instant;
+use super::line::{Flow, Lines, OnLine};
+use super::Out;
 
 /// The reply to every message, with its line ending: the tutorial's words exactly.
 pub const REPLY: &[u8] = b"server received you message.\n";
 
-/// The ack machine; see the [module docs](self).
+/// The ack machine: the line adapter around [`AckLines`]; see the [module docs](self).
+pub type Ack = Lines<AckLines>;
+
+/// What the ack demo does with each message.
 #[derive(Debug, Clone, Default)]
-pub struct Ack {
-    framer: LineFramer,
-}
+pub struct AckLines;
 
 impl Ack {
     /// A fresh machine for one connection.
     pub fn new() -> Ack {
-        Ack::default()
+        Lines::with_handler(AckLines)
     }
 }
 
-/// Logs one message and queues the acknowledgement.
-fn acknowledge(line: &[u8], out: &mut Out<'_>) -> Flow {
-    log::info!("ack: received {:?}", String::from_utf8_lossy(line));
-    out.push(REPLY);
-    Flow::Continue
-}
-
-impl Protocol for Ack {
-    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
-        let now = out.now();
-        self.framer.feed(input, now, |line| acknowledge(line, out))
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.framer.poll_timeout()
-    }
-
-    fn handle_timeout(&mut self, out: &mut Out<'_>) {
-        // The peer went quiet after a partial line: that line is a whole message.
-        let now = out.now();
-        self.framer
-            .handle_timeout(now, |line| acknowledge(line, out));
-    }
-
-    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
-        // A newline-less client waiting out the quiet period gets its reply before we go.
-        self.framer.finish(|line| acknowledge(line, out));
-        out.close();
-    }
-
-    fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
-        // The framer consumes everything, so `rest` is empty under the contract; framing
-        // it anyway costs nothing and keeps a driver's leftovers from being lost.
-        let now = out.now();
-        self.framer.feed(rest, now, |line| acknowledge(line, out))?;
-        // The peer closed its side: a partial line is its last message.
-        self.framer.finish(|line| acknowledge(line, out));
-        Ok(())
+impl OnLine for AckLines {
+    /// Logs one message and queues the acknowledgement.
+    fn on_line(&mut self, line: &[u8], out: &mut Out<'_>) -> Flow {
+        log::info!("ack: received {:?}", String::from_utf8_lossy(line));
+        out.push(REPLY);
+        Flow::Continue
     }
 }
 
@@ -87,7 +52,9 @@ impl Protocol for Ack {
 mod tests {
     use super::*;
     use crate::proto::line::{MAX_LINE, QUIET};
-    use crate::proto::Action;
+    use crate::proto::{Action, Protocol};
+    use crate::testing::test_epoch;
+    use std::time::Instant;
 
     /// Feeds `chunks` one call each at time `now`; returns everything sent and checks that
     /// every byte was consumed and the connection stays open.
@@ -108,13 +75,13 @@ mod tests {
     #[test]
     fn nothing_is_sent_on_open() {
         let mut sent = Vec::new();
-        Ack::new().handle_open(&mut Out::new(&mut sent, Instant::now()));
+        Ack::new().handle_open(&mut Out::new(&mut sent, test_epoch()));
         assert!(sent.is_empty());
     }
 
     #[test]
     fn one_reply_per_line_whole_and_byte_by_byte() {
-        let now = Instant::now();
+        let now = test_epoch();
         let stream = b"Michael\nTracy\r\n\nSarah\n";
         assert_eq!(feed(&mut Ack::new(), &[stream], now), replies(4));
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
@@ -125,7 +92,7 @@ mod tests {
 
     #[test]
     fn trailing_bytes_wait_for_the_quiet_period() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = Ack::new();
         assert_eq!(feed(&mut m, &[b"Michael\nTra"], t0), replies(1));
         assert_eq!(m.poll_timeout(), Some(t0 + QUIET));
@@ -144,7 +111,7 @@ mod tests {
 
     #[test]
     fn eof_answers_a_partial_line_and_a_clean_eof_nothing() {
-        let now = Instant::now();
+        let now = test_epoch();
         let mut m = Ack::new();
         feed(&mut m, &[b"last words"], now);
         let mut sent = Vec::new();
@@ -160,7 +127,7 @@ mod tests {
 
     #[test]
     fn shutdown_answers_a_partial_line_then_closes() {
-        let now = Instant::now();
+        let now = test_epoch();
         let mut m = Ack::new();
         feed(&mut m, &[b"Michael"], now);
         let mut sent = Vec::new();
@@ -172,7 +139,7 @@ mod tests {
 
     #[test]
     fn any_bytes_are_acknowledged_and_an_over_long_line_is_a_peer_error() {
-        let now = Instant::now();
+        let now = test_epoch();
         assert_eq!(
             feed(&mut Ack::new(), &[b"\xff\xfe\x00\x1b[2J\n"], now),
             replies(1)

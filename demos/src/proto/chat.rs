@@ -4,7 +4,8 @@
 //! server speaks first when something happens to the room, without being asked: that
 //! is server push, which a request/reply protocol cannot do.
 //!
-//! Wire format (lines end with `\n`; input lines are framed by [`LineFramer`]):
+//! Wire format (lines end with `\n`; input lines are framed by [`Lines`], see
+//! [`line`](super::line)):
 //!
 //! | from the client        | to the others                 | to the client |
 //! |------------------------|-------------------------------|---------------|
@@ -33,8 +34,8 @@
 //! by default), or passes the output limit, is dropped (logged, counted in
 //! `Stats::slow_readers`), which lets the publisher go on.
 
-use super::line::{Flow, LineFramer};
-use super::{CloseReason, Mailbox, Out, PeerError, Protocol};
+use super::line::{Flow, Lines, OnLine};
+use super::{CloseReason, Mailbox, Out};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -108,16 +109,18 @@ impl fmt::Display for ChatState {
     }
 }
 
-/// The chat machine of one connection.
-pub struct Chat {
+/// The chat machine of one connection: the line adapter around [`ChatLines`].
+pub type Chat = Lines<ChatLines>;
+
+/// One connection's membership of a room: what it does with its lines and its silence.
+pub struct ChatLines {
     room: Arc<Mutex<Room>>,
     cfg: ChatConfig,
     state: ChatState,
     id: u64,
     name: String,
-    framer: LineFramer,
-    /// When the client last sent anything.
-    last_heard: Instant,
+    /// When the client last sent anything (from the open on; `None` before it).
+    last_heard: Option<Instant>,
     /// `PING` was sent since the client was last heard.
     pinged: bool,
 }
@@ -125,14 +128,25 @@ pub struct Chat {
 impl Chat {
     /// A machine for one connection to `room`.
     pub fn new(room: Arc<Mutex<Room>>, cfg: ChatConfig) -> Chat {
-        Chat {
+        Lines::with_handler(ChatLines::new(room, cfg))
+    }
+
+    /// This client's current name.
+    pub fn name(&self) -> &str {
+        self.handler().name()
+    }
+}
+
+impl ChatLines {
+    /// A member of `room`, joining it when the connection opens.
+    pub fn new(room: Arc<Mutex<Room>>, cfg: ChatConfig) -> ChatLines {
+        ChatLines {
             room,
             cfg,
             state: ChatState::Connecting,
             id: 0,
             name: String::new(),
-            framer: LineFramer::default(),
-            last_heard: Instant::now(),
+            last_heard: None,
             pinged: false,
         }
     }
@@ -176,9 +190,14 @@ impl Chat {
         self.set_state(ChatState::Left);
     }
 
-    fn on_line(&mut self, line: &[u8], out: &mut Out<'_>) {
-        self.last_heard = out.now();
+    /// The client was heard from at `now`: the keep-alive clock restarts.
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
         self.pinged = false;
+    }
+
+    fn say(&mut self, line: &[u8], out: &mut Out<'_>) {
+        self.heard(out.now());
         let line = String::from_utf8_lossy(line);
         if line.is_empty() || line == "PONG" {
             return;
@@ -208,9 +227,10 @@ impl Chat {
     }
 
     fn keepalive_deadline(&self) -> Option<Instant> {
+        let last_heard = self.last_heard?;
         match self.state {
-            ChatState::Chatting if self.pinged => Some(self.last_heard + self.cfg.drop_after),
-            ChatState::Chatting => Some(self.last_heard + self.cfg.ping_after),
+            ChatState::Chatting if self.pinged => Some(last_heard + self.cfg.drop_after),
+            ChatState::Chatting => Some(last_heard + self.cfg.ping_after),
             _ => None,
         }
     }
@@ -220,9 +240,9 @@ fn valid_name(name: &str) -> bool {
     (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
-impl Protocol for Chat {
-    fn handle_open(&mut self, out: &mut Out<'_>) {
-        self.last_heard = out.now();
+impl OnLine for ChatLines {
+    fn on_open(&mut self, out: &mut Out<'_>) {
+        self.heard(out.now());
         let mailbox = out.mailbox();
         if mailbox.is_none() {
             log::warn!("chat: this driver offers no mailbox; the client will not receive messages");
@@ -247,56 +267,33 @@ impl Protocol for Chat {
         self.broadcast(&format!("* {} joined\n", self.name));
     }
 
-    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
-        let now = out.now();
-        // Collect first: the framer borrows itself while handing lines out.
-        let mut lines = Vec::new();
-        let used = self.framer.feed(input, now, |l| {
-            lines.push(l.to_vec());
-            Flow::Continue
-        })?;
-        self.last_heard = now;
-        self.pinged = false;
-        for l in lines {
-            self.on_line(&l, out);
-        }
-        Ok(used)
+    fn on_line(&mut self, line: &[u8], out: &mut Out<'_>) -> Flow {
+        self.say(line, out);
+        Flow::Continue
     }
 
-    fn handle_eof(&mut self, _rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
-        let mut last = None;
-        self.framer.finish(|l| {
-            last = Some(l.to_vec());
-            Flow::Continue
-        });
-        if let Some(l) = last {
-            self.on_line(&l, out);
-        }
+    /// Anything the client sends, a partial line too, counts as life.
+    fn on_arrival(&mut self, out: &mut Out<'_>) {
+        self.heard(out.now());
+    }
+
+    fn on_eof(&mut self, _out: &mut Out<'_>) {
         self.leave();
-        Ok(())
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        match (self.framer.poll_timeout(), self.keepalive_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.keepalive_deadline()
     }
 
-    fn handle_timeout(&mut self, out: &mut Out<'_>) {
+    fn on_timeout(&mut self, out: &mut Out<'_>) {
         let now = out.now();
-        let mut partial = None;
-        self.framer.handle_timeout(now, |l| {
-            partial = Some(l.to_vec());
-            Flow::Continue
-        });
-        if let Some(l) = partial {
-            self.on_line(&l, out);
-        }
+        let Some(last_heard) = self.last_heard else {
+            return;
+        };
         if self.state != ChatState::Chatting {
             return;
         }
-        if now >= self.last_heard + self.cfg.drop_after {
+        if now >= last_heard + self.cfg.drop_after {
             log::debug!(
                 "chat: dropping {}: silent for {:?}",
                 self.name,
@@ -305,7 +302,7 @@ impl Protocol for Chat {
             out.push(b"* idle too long, bye\n");
             self.leave();
             out.close();
-        } else if !self.pinged && now >= self.last_heard + self.cfg.ping_after {
+        } else if !self.pinged && now >= last_heard + self.cfg.ping_after {
             log::trace!(
                 "chat: {} silent for {:?}: PING",
                 self.name,
@@ -316,7 +313,7 @@ impl Protocol for Chat {
         }
     }
 
-    fn handle_close(&mut self, reason: &CloseReason) {
+    fn on_close(&mut self, reason: &CloseReason) {
         log::debug!("chat: {} gone: {reason}", self.name);
         self.leave();
     }
@@ -325,6 +322,8 @@ impl Protocol for Chat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Protocol;
+    use crate::testing::test_epoch;
     use sockloop::session::Deliver;
     use std::sync::Mutex as StdMutex;
 
@@ -371,7 +370,7 @@ mod tests {
 
     #[test]
     fn lines_go_to_the_others_with_notices() {
-        let now = Instant::now();
+        let now = test_epoch();
         let room = Room::shared();
         let (mut a, a_in) = join(&room, "127.0.0.1:1000", now);
         let (mut b, b_in) = join(&room, "127.0.0.1:2000", now);
@@ -400,7 +399,7 @@ mod tests {
 
     #[test]
     fn silent_clients_are_pinged_then_dropped() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let room = Room::shared();
         let (mut a, _a_in) = join(&room, "127.0.0.1:1000", t0);
         let (_b, b_in) = join(&room, "127.0.0.1:2000", t0);
@@ -430,7 +429,7 @@ mod tests {
 
     #[test]
     fn partial_line_is_sent_once_the_client_goes_quiet() {
-        let now = Instant::now();
+        let now = test_epoch();
         let room = Room::shared();
         let (mut a, _) = join(&room, "127.0.0.1:1000", now);
         let (_b, b_in) = join(&room, "127.0.0.1:2000", now);

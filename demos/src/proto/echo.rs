@@ -42,20 +42,20 @@ impl DatagramProtocol for DatagramEcho {
 mod tests {
     use super::*;
     use crate::proto::Action;
-    use std::time::Instant;
+    use crate::testing::test_epoch;
 
     #[test]
     fn echoes_whole_and_byte_by_byte() {
         let msg = b"hello\r\nworld\x00\xff";
         let mut whole = Vec::new();
         let consumed = Echo
-            .handle_input(msg, &mut Out::new(&mut whole, Instant::now()))
+            .handle_input(msg, &mut Out::new(&mut whole, test_epoch()))
             .unwrap();
         assert_eq!((consumed, &whole[..]), (msg.len(), &msg[..]));
 
         let mut bytewise = Vec::new();
         for b in msg.chunks(1) {
-            let mut out = Out::new(&mut bytewise, Instant::now());
+            let mut out = Out::new(&mut bytewise, test_epoch());
             assert_eq!(Echo.handle_input(b, &mut out).unwrap(), 1);
             assert_eq!(out.action(), Action::Continue);
         }
@@ -66,7 +66,7 @@ mod tests {
     fn clean_eof_is_fine() {
         let mut sink = Vec::new();
         assert!(Echo
-            .handle_eof(b"", &mut Out::new(&mut sink, Instant::now()))
+            .handle_eof(b"", &mut Out::new(&mut sink, test_epoch()))
             .is_ok());
         assert!(sink.is_empty());
     }

@@ -19,12 +19,9 @@
 //! conversation (`exit\r\n` is `exit`; `Exit` and ` exit` are names); whatever the peer
 //! sent after it is discarded unanswered.
 //!
-//! Messages are framed by [`LineFramer`]: a message ends at `\n` (a `\r` before it is
-//! dropped), and a trailing partial line becomes a message once the peer has been quiet
-//! for [`QUIET`](super::line::QUIET), or when it closes its side. So the tutorial's
+//! Messages are lines, framed by [`Lines`] (see [`line`](super::line)): the tutorial's
 //! client, which sends `Michael` with no newline and waits for `Hello, Michael!`, gets it
-//! after about 100 ms. A line longer than [`MAX_LINE`](super::line::MAX_LINE) is a
-//! [`PeerError`].
+//! after the quiet period (100 ms).
 //!
 //! # States
 //!
@@ -39,10 +36,9 @@
 //! Every transition goes through one function that logs it at `trace` level
 //! (`greet state=Greeting=>Closing`).
 
-use super::line::{Flow, LineFramer};
-use super::{Out, PeerError, Protocol};
+use super::line::{Flow, Lines, OnLine};
+use super::Out;
 use std::fmt;
-use std::time::Instant;
 
 /// The banner sent when the connection opens, with its line ending.
 pub const WELCOME: &[u8] = b"Welcome!\n";
@@ -83,18 +79,20 @@ enum Event<'a> {
     Shutdown,
 }
 
-/// The greet machine; see the [module docs](self).
+/// The greet machine: the line adapter around [`GreetLines`]; see the
+/// [module docs](self).
+pub type Greeter = Lines<GreetLines>;
+
+/// The greet demo's conversation: its [`State`], stepped by every event.
 #[derive(Debug, Clone)]
-pub struct Greeter {
+pub struct GreetLines {
     state: State,
-    framer: LineFramer,
 }
 
-impl Default for Greeter {
-    fn default() -> Greeter {
-        Greeter {
+impl Default for GreetLines {
+    fn default() -> GreetLines {
+        GreetLines {
             state: State::SendingWelcome,
-            framer: LineFramer::default(),
         }
     }
 }
@@ -107,7 +105,7 @@ impl Greeter {
 
     /// Where the conversation is.
     pub fn state(&self) -> State {
-        self.state
+        self.handler().state
     }
 }
 
@@ -162,56 +160,17 @@ fn step(state: &mut State, event: Event<'_>, out: &mut Out<'_>) -> Flow {
     }
 }
 
-impl Protocol for Greeter {
-    fn handle_open(&mut self, out: &mut Out<'_>) {
+impl OnLine for GreetLines {
+    fn on_open(&mut self, out: &mut Out<'_>) {
         step(&mut self.state, Event::Open, out);
     }
 
-    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
-        if self.state == State::Closing {
-            // Closing: the bytes are read only to be dropped (not framed, so no limit).
-            return Ok(input.len());
-        }
-        let (now, state) = (out.now(), &mut self.state);
-        self.framer
-            .feed(input, now, |line| step(state, Event::Line(line), out))
+    fn on_line(&mut self, line: &[u8], out: &mut Out<'_>) -> Flow {
+        step(&mut self.state, Event::Line(line), out)
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            State::Closing => None,
-            State::SendingWelcome | State::Greeting => self.framer.poll_timeout(),
-        }
-    }
-
-    fn handle_timeout(&mut self, out: &mut Out<'_>) {
-        // The peer went quiet after a partial line: that line is a whole message.
-        let (now, state) = (out.now(), &mut self.state);
-        self.framer
-            .handle_timeout(now, |line| step(state, Event::Line(line), out));
-    }
-
-    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
-        // A newline-less client waiting out the quiet period gets its greeting first.
-        let state = &mut self.state;
-        self.framer
-            .finish(|line| step(state, Event::Line(line), out));
-        step(state, Event::Shutdown, out);
-    }
-
-    fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
-        if self.state == State::Closing {
-            return Ok(());
-        }
-        // The framer consumes everything, so `rest` is empty under the contract; framing
-        // it anyway costs nothing and keeps a driver's leftovers from being lost.
-        let (now, state) = (out.now(), &mut self.state);
-        self.framer
-            .feed(rest, now, |line| step(state, Event::Line(line), out))?;
-        // The peer closed its side: a partial line is its last message (`exit` included).
-        self.framer
-            .finish(|line| step(state, Event::Line(line), out));
-        Ok(())
+    fn on_shutdown(&mut self, out: &mut Out<'_>) -> Flow {
+        step(&mut self.state, Event::Shutdown, out)
     }
 }
 
@@ -219,7 +178,9 @@ impl Protocol for Greeter {
 mod tests {
     use super::*;
     use crate::proto::line::{MAX_LINE, QUIET};
-    use crate::proto::Action;
+    use crate::proto::{Action, Protocol};
+    use crate::testing::test_epoch;
+    use std::time::Instant;
 
     /// An opened machine and what it sent on open.
     fn opened(now: Instant) -> (Greeter, Vec<u8>) {
@@ -252,7 +213,7 @@ mod tests {
 
         #[test]
         fn open_sends_the_welcome_and_starts_greeting() {
-            let (m, sent) = opened(Instant::now());
+            let (m, sent) = opened(test_epoch());
             assert_eq!(sent, WELCOME);
             assert_eq!(m.state(), State::Greeting);
         }
@@ -260,7 +221,7 @@ mod tests {
         #[test]
         fn a_message_before_the_open_still_gets_the_welcome_first() {
             let mut m = Greeter::new();
-            let (sent, action) = feed(&mut m, &[b"Michael\n"], Instant::now());
+            let (sent, action) = feed(&mut m, &[b"Michael\n"], test_epoch());
             assert_eq!(sent, b"Welcome!\nHello, Michael!\n");
             assert_eq!(action, Action::Continue);
         }
@@ -269,7 +230,7 @@ mod tests {
         fn shutdown_before_the_open_just_closes() {
             let mut m = Greeter::new();
             let mut sent = Vec::new();
-            let mut out = Out::new(&mut sent, Instant::now());
+            let mut out = Out::new(&mut sent, test_epoch());
             m.handle_shutdown(&mut out);
             assert_eq!(out.action(), Action::CloseAfterFlush);
             assert!(sent.is_empty());
@@ -285,7 +246,7 @@ mod tests {
 
         #[test]
         fn the_tutorial_conversation_whole_and_byte_by_byte() {
-            let now = Instant::now();
+            let now = test_epoch();
             let (mut m, _) = opened(now);
             assert_eq!(
                 feed(&mut m, &[CONVERSATION], now),
@@ -304,7 +265,7 @@ mod tests {
 
         #[test]
         fn the_tutorial_conversation_cut_anywhere_in_two() {
-            let now = Instant::now();
+            let now = test_epoch();
             for cut in 0..=CONVERSATION.len() {
                 let (a, b) = CONVERSATION.split_at(cut);
                 let (mut m, _) = opened(now);
@@ -318,7 +279,7 @@ mod tests {
 
         #[test]
         fn only_the_exact_word_exit_closes() {
-            let now = Instant::now();
+            let now = test_epoch();
             let (mut m, _) = opened(now);
             let (sent, action) = feed(&mut m, &[b"Exit\n exit\nexit \nexits\n"], now);
             assert_eq!(
@@ -334,7 +295,7 @@ mod tests {
 
         #[test]
         fn trailing_bytes_are_greeted_when_the_peer_goes_quiet() {
-            let t0 = Instant::now();
+            let t0 = test_epoch();
             let (mut m, _) = opened(t0);
             let (sent, _) = feed(&mut m, &[b"Michael\nTra"], t0);
             assert_eq!(sent, b"Hello, Michael!\n");
@@ -354,7 +315,7 @@ mod tests {
 
         #[test]
         fn a_newline_less_exit_closes_when_the_peer_goes_quiet() {
-            let t0 = Instant::now();
+            let t0 = test_epoch();
             let (mut m, _) = opened(t0);
             feed(&mut m, &[b"exit"], t0);
             let mut sent = Vec::new();
@@ -367,7 +328,7 @@ mod tests {
 
         #[test]
         fn eof_greets_a_partial_line_or_takes_it_as_exit() {
-            let now = Instant::now();
+            let now = test_epoch();
             let (mut m, _) = opened(now);
             feed(&mut m, &[b"Sarah"], now);
             let mut sent = Vec::new();
@@ -385,7 +346,7 @@ mod tests {
 
         #[test]
         fn shutdown_greets_a_partial_line_then_closes() {
-            let now = Instant::now();
+            let now = test_epoch();
             let (mut m, _) = opened(now);
             feed(&mut m, &[b"Michael"], now);
             let mut sent = Vec::new();
@@ -398,7 +359,7 @@ mod tests {
 
         #[test]
         fn an_over_long_line_is_a_peer_error() {
-            let now = Instant::now();
+            let now = test_epoch();
             let (mut m, _) = opened(now);
             let mut sent = Vec::new();
             let long = vec![b'a'; MAX_LINE + 1];
@@ -413,7 +374,7 @@ mod tests {
 
         #[test]
         fn what_follows_exit_is_dropped_unanswered() {
-            let now = Instant::now();
+            let now = test_epoch();
             let (mut m, _) = opened(now);
             let (sent, action) = feed(&mut m, &[b"Michael\nexit\nTracy\nSar"], now);
             assert_eq!(sent, b"Hello, Michael!\n");

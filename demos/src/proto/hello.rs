@@ -82,6 +82,7 @@ impl DatagramProtocol for Hello {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::test_epoch;
 
     fn peer(port: u16) -> Endpoint {
         Endpoint::Inet(([127, 0, 0, 1], port).into())
@@ -92,7 +93,7 @@ mod tests {
         let mut m = Hello::new();
         let mut out = Vec::new();
         for d in datagrams {
-            m.handle_datagram(from, d, Instant::now(), &mut out);
+            m.handle_datagram(from, d, test_epoch(), &mut out);
         }
         out
     }
@@ -160,8 +161,8 @@ mod tests {
         let (a, b) = (peer(4002), peer(4003));
         let mut m = Hello;
         let mut out = Vec::new();
-        m.handle_datagram(&a, b"Ann", Instant::now(), &mut out);
-        m.handle_datagram(&b, b"Bob", Instant::now(), &mut out);
+        m.handle_datagram(&a, b"Ann", test_epoch(), &mut out);
+        m.handle_datagram(&b, b"Bob", test_epoch(), &mut out);
         assert_eq!(
             out,
             vec![reply(&a, b"Hello, Ann!"), reply(&b, b"Hello, Bob!")]

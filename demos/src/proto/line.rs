@@ -1,4 +1,4 @@
-//! Line framing, shared by every line demo (ack, stamp, greet, chat).
+//! Line framing, and the adapter every line demo (ack, stamp, greet, chat) is built on.
 //!
 //! TCP is a byte stream: one `write` by the peer can arrive as two reads, and two writes
 //! as one read. The tutorials' clients nevertheless treat one `send()` as one message and
@@ -16,10 +16,27 @@
 //! loopback, and short enough that a person does not notice it. A line longer than the
 //! limit ([`MAX_LINE`], 8 KiB) is a [`PeerError`]: the framer never buffers without bound.
 //!
-//! The framer owns the partial line (so a protocol can finish it from `handle_timeout`,
-//! which is given no input); it consumes every byte it is handed.
+//! # Who keeps the partial line
+//!
+//! The contract lets a machine leave bytes unconsumed: the driver keeps them and presents
+//! them again with the next arrival, so a machine may consume nothing until a line is
+//! complete. The framer does not do that. [`LineFramer::feed`] always returns the whole
+//! input's length: complete lines are handed out, and the bytes of an unfinished line are
+//! copied into the framer's own buffer (at most [`MAX_LINE`] of them; one more is a
+//! [`PeerError`], not a wait). It keeps the partial line itself because
+//! `handle_timeout`, where a quiet peer's partial line becomes a message, is given no
+//! input to read it from. After a [`Flow::Stop`] it drops the rest of that input, and
+//! still reports all of it consumed.
+//!
+//! # The adapter
+//!
+//! Every line demo would otherwise repeat the same plumbing: feed the framer in
+//! `handle_input`, ask it for its timer, hand out the partial line on a timeout, at end of
+//! stream and on shutdown. [`Lines`] does that once. A demo implements [`OnLine`] (what to
+//! do with one message, and optionally hooks for open, arrival, its own timer, end of
+//! stream, shutdown and close), and `Lines<ItsHandler>` is its [`Protocol`].
 
-use super::PeerError;
+use super::{CloseReason, Out, PeerError, Protocol};
 use std::time::{Duration, Instant};
 
 /// How long a partial line waits for more bytes before it is taken as a whole message.
@@ -146,6 +163,167 @@ impl LineFramer {
     }
 }
 
+/// What a line demo does with its messages; [`Lines`] turns it into a [`Protocol`].
+///
+/// Only [`OnLine::on_line`] is required. The hooks run after the adapter has done its
+/// part of the same event (a partial line is handed to `on_line` before `on_eof` and
+/// `on_shutdown`, and framer timeouts before `on_timeout`).
+pub trait OnLine {
+    /// One whole message, without its line ending. Return [`Flow::Stop`] when the
+    /// connection is closing: the rest of the input, and all input after it, is then
+    /// discarded unframed.
+    fn on_line(&mut self, line: &[u8], out: &mut Out<'_>) -> Flow;
+
+    /// The connection is established (a banner goes out here). Default: nothing.
+    fn on_open(&mut self, _out: &mut Out<'_>) {}
+
+    /// Bytes arrived (after the complete lines among them were handed out), whether or
+    /// not they finished a line. Default: nothing.
+    fn on_arrival(&mut self, _out: &mut Out<'_>) {}
+
+    /// When the handler's own timer is due, besides the framer's. Default: none.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// A timer came due (the framer's, the handler's, or both; check `out.now()`).
+    /// Default: nothing.
+    fn on_timeout(&mut self, _out: &mut Out<'_>) {}
+
+    /// The peer closed its side, after its partial line, if any, was handed out.
+    /// Default: nothing.
+    fn on_eof(&mut self, _out: &mut Out<'_>) {}
+
+    /// The server is shutting down, after a partial line, if any, was handed out (so a
+    /// newline-less client waiting out the quiet period gets its answer first). Default:
+    /// close once the queued output is sent, and take no more input.
+    fn on_shutdown(&mut self, out: &mut Out<'_>) -> Flow {
+        out.close();
+        Flow::Stop
+    }
+
+    /// The connection ended, for whatever reason; nothing follows. Default: nothing.
+    fn on_close(&mut self, _reason: &CloseReason) {}
+}
+
+/// A line demo as a [`Protocol`]: a [`LineFramer`] feeding an [`OnLine`] handler; see
+/// the [module docs](self).
+#[derive(Debug, Clone, Default)]
+pub struct Lines<T> {
+    framer: LineFramer,
+    handler: T,
+    /// A handler returned [`Flow::Stop`]: input is discarded unframed from now on.
+    stopped: bool,
+}
+
+impl<T: OnLine> Lines<T> {
+    /// `handler` behind the default framer ([`QUIET`], [`MAX_LINE`]).
+    pub fn with_handler(handler: T) -> Lines<T> {
+        Lines {
+            framer: LineFramer::default(),
+            handler,
+            stopped: false,
+        }
+    }
+
+    /// The demo's own state.
+    pub fn handler(&self) -> &T {
+        &self.handler
+    }
+
+    fn obey(&mut self, flow: Flow) {
+        if flow == Flow::Stop {
+            self.stopped = true;
+        }
+    }
+
+    /// Frames `input`, handing every complete line to the handler.
+    fn frame(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
+        if self.stopped {
+            return Ok(());
+        }
+        let handler = &mut self.handler;
+        let mut flow = Flow::Continue;
+        self.framer.feed(input, out.now(), |line| {
+            flow = handler.on_line(line, out);
+            flow
+        })?;
+        self.obey(flow);
+        Ok(())
+    }
+
+    /// Hands the partial line, if any, to the handler as a whole message.
+    fn finish_partial(&mut self, out: &mut Out<'_>) {
+        if self.stopped {
+            return;
+        }
+        let handler = &mut self.handler;
+        let flow = self.framer.finish(|line| handler.on_line(line, out));
+        self.obey(flow);
+    }
+}
+
+impl<T: OnLine> Protocol for Lines<T> {
+    fn handle_open(&mut self, out: &mut Out<'_>) {
+        self.handler.on_open(out);
+    }
+
+    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+        if self.stopped {
+            // Closing: the bytes are read only to be dropped (not framed, so no limit).
+            return Ok(input.len());
+        }
+        self.frame(input, out)?;
+        self.handler.on_arrival(out);
+        // The framer keeps any partial line itself: everything was consumed.
+        Ok(input.len())
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let framer = if self.stopped {
+            None
+        } else {
+            self.framer.poll_timeout()
+        };
+        match (framer, self.handler.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn handle_timeout(&mut self, out: &mut Out<'_>) {
+        if !self.stopped {
+            // The peer went quiet after a partial line: that line is a whole message.
+            let handler = &mut self.handler;
+            let flow = self
+                .framer
+                .handle_timeout(out.now(), |line| handler.on_line(line, out));
+            self.obey(flow);
+        }
+        self.handler.on_timeout(out);
+    }
+
+    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
+        self.finish_partial(out);
+        let flow = self.handler.on_shutdown(out);
+        self.obey(flow);
+    }
+
+    fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
+        // The framer consumes everything, so `rest` is empty under the contract; framing
+        // it anyway costs nothing and keeps a driver's leftovers from being lost.
+        self.frame(rest, out)?;
+        // The peer closed its side: a partial line is its last message.
+        self.finish_partial(out);
+        self.handler.on_eof(out);
+        Ok(())
+    }
+
+    fn handle_close(&mut self, reason: &CloseReason) {
+        self.handler.on_close(reason);
+    }
+}
+
 fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
@@ -153,6 +331,7 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::test_epoch;
 
     fn lines_of(framer: &mut LineFramer, chunks: &[&[u8]], now: Instant) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
@@ -170,7 +349,7 @@ mod tests {
 
     #[test]
     fn whole_split_and_joined_lines() {
-        let now = Instant::now();
+        let now = test_epoch();
         let want = vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()];
         let stream = b"one\ntwo\r\nthree\n";
         // Whole, then one byte at a time, then every split point in two.
@@ -189,7 +368,7 @@ mod tests {
 
     #[test]
     fn partial_line_becomes_a_message_when_the_peer_goes_quiet() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut f = LineFramer::default();
         assert!(lines_of(&mut f, &[b"Mich"], t0).is_empty());
         let t1 = t0 + Duration::from_millis(50);
@@ -214,7 +393,7 @@ mod tests {
 
     #[test]
     fn eof_finishes_a_partial_line_and_stop_discards_the_rest() {
-        let now = Instant::now();
+        let now = test_epoch();
         let mut f = LineFramer::default();
         lines_of(&mut f, &[b"last words"], now);
         let mut got = Vec::new();
@@ -236,7 +415,7 @@ mod tests {
 
     #[test]
     fn over_long_lines_are_refused_not_buffered() {
-        let now = Instant::now();
+        let now = test_epoch();
         let mut f = LineFramer::new(QUIET, 16);
         assert!(f.feed(&[b'a'; 17], now, |_| Flow::Continue).is_err());
         let mut f = LineFramer::new(QUIET, 16);

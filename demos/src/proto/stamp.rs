@@ -17,28 +17,26 @@
 //! the `TZ` of the process that happens to run it. The message is sent back byte for
 //! byte (any bytes, UTF-8 or not), without its line ending, followed by `\n`.
 //!
-//! Messages are framed by [`LineFramer`]: a message ends at `\n` (a `\r` before it is
-//! dropped), and a trailing partial line becomes a message once the peer has been quiet
-//! for [`QUIET`](super::line::QUIET), or when it closes its side. So the tutorial's
-//! client, which sends `Michael` with no newline and waits, gets its reply after about
-//! 100 ms. An empty line is a message too (`[...] ` comes back). A line longer than
-//! [`MAX_LINE`](super::line::MAX_LINE) is a [`PeerError`].
+//! Messages are lines, framed by [`Lines`] (see [`line`](super::line)): the tutorial's
+//! client, which sends `Michael` with no newline and waits, gets its reply after the quiet
+//! period (100 ms). An empty line is a message too (`[...] ` comes back).
 //!
 //! # Where the time comes from
 //!
 //! The machine never reads a clock. Drivers pass the time of every call as a monotonic
 //! [`Instant`] ([`Out::now`]); a [`WallClock`], given to [`Stamp::new`], turns that into
 //! calendar time: it is one reading of both clocks taken together, and the wall time at
-//! `now` is that reading plus the monotonic time elapsed since. [`Stamp::default`] takes
-//! the reading when the machine is made (by the driver's factory, as the connection is
-//! accepted); tests pass a fixed one. A wall-clock step (NTP, an administrator) during
-//! a connection is therefore seen by the next connection, not by this one.
+//! `now` is that reading plus the monotonic time elapsed since. The reading is taken by
+//! the wiring when the machine is made (by the driver's factory, as the connection is
+//! accepted: [`crate::clock::wall_clock`], which [`Stamp::default`] uses); tests pass a
+//! fixed one. A wall-clock step (NTP, an administrator) during a connection is therefore
+//! seen by the next connection, not by this one.
 //!
 //! The machine has a single state (serving), so it has no state enum.
 
 use super::calendar;
-use super::line::{Flow, LineFramer};
-use super::{Out, PeerError, Protocol};
+use super::line::{Flow, Lines, OnLine};
+use super::Out;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Calendar time for a driver's monotonic time: the wall-clock time `wall` read at the
@@ -50,16 +48,8 @@ pub struct WallClock {
 }
 
 impl WallClock {
-    /// Reads the system's monotonic and wall clocks now, one right after the other.
-    pub fn system() -> WallClock {
-        WallClock {
-            instant: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
-
-    /// A clock that shows `wall` at the monotonic time `instant` (tests use it to fix
-    /// the time).
+    /// A clock that shows `wall` at the monotonic time `instant`: the wiring passes the
+    /// two clocks read together ([`crate::clock::wall_clock`]), tests a fixed time.
     pub fn anchored(instant: Instant, wall: SystemTime) -> WallClock {
         WallClock { instant, wall }
     }
@@ -78,75 +68,41 @@ impl WallClock {
     }
 }
 
-/// The stamp machine; see the [module docs](self).
+/// The stamp machine: the line adapter around [`StampLines`]; see the
+/// [module docs](self). [`Stamp::default`] reads the system's clocks (in the wiring's
+/// [`crate::clock`]).
+pub type Stamp = Lines<StampLines>;
+
+/// What the stamp demo does with each message: stamps it with the time by `clock`.
 #[derive(Debug, Clone)]
-pub struct Stamp {
-    framer: LineFramer,
+pub struct StampLines {
     clock: WallClock,
+}
+
+impl StampLines {
+    /// Stamps with the time told by `clock`.
+    pub fn new(clock: WallClock) -> StampLines {
+        StampLines { clock }
+    }
 }
 
 impl Stamp {
     /// A fresh machine for one connection, telling the time with `clock`.
     pub fn new(clock: WallClock) -> Stamp {
-        Stamp {
-            framer: LineFramer::default(),
-            clock,
-        }
+        Lines::with_handler(StampLines::new(clock))
     }
 }
 
-impl Default for Stamp {
-    /// A machine whose clock is the system's, read now ([`WallClock::system`]).
-    fn default() -> Stamp {
-        Stamp::new(WallClock::system())
-    }
-}
-
-/// Queues `[<time>] <line>\n`.
-fn stamp(clock: &WallClock, now: Instant, line: &[u8], out: &mut Out<'_>) -> Flow {
-    out.push(b"[");
-    out.push(ctime(clock.at(now)).as_bytes());
-    out.push(b"] ");
-    out.push(line);
-    out.push(b"\n");
-    Flow::Continue
-}
-
-impl Protocol for Stamp {
-    fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
-        let (now, clock) = (out.now(), self.clock);
-        self.framer
-            .feed(input, now, |line| stamp(&clock, now, line, out))
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.framer.poll_timeout()
-    }
-
-    fn handle_timeout(&mut self, out: &mut Out<'_>) {
-        // The peer went quiet after a partial line: that line is a whole message, received
-        // now.
-        let (now, clock) = (out.now(), self.clock);
-        self.framer
-            .handle_timeout(now, |line| stamp(&clock, now, line, out));
-    }
-
-    fn handle_shutdown(&mut self, out: &mut Out<'_>) {
-        // A newline-less client waiting out the quiet period gets its reply before we go.
-        let (now, clock) = (out.now(), self.clock);
-        self.framer.finish(|line| stamp(&clock, now, line, out));
-        out.close();
-    }
-
-    fn handle_eof(&mut self, rest: &[u8], out: &mut Out<'_>) -> Result<(), PeerError> {
-        // The framer consumes everything, so `rest` is empty under the contract; framing
-        // it anyway costs nothing and keeps a driver's leftovers from being lost.
-        let (now, clock) = (out.now(), self.clock);
-        self.framer
-            .feed(rest, now, |line| stamp(&clock, now, line, out))?;
-        // The peer closed its side: a partial line is its last message.
-        self.framer.finish(|line| stamp(&clock, now, line, out));
-        Ok(())
+impl OnLine for StampLines {
+    /// Queues `[<time>] <line>\n`, with the time the message was taken as whole.
+    fn on_line(&mut self, line: &[u8], out: &mut Out<'_>) -> Flow {
+        let time = ctime(self.clock.at(out.now()));
+        out.push(b"[");
+        out.push(time.as_bytes());
+        out.push(b"] ");
+        out.push(line);
+        out.push(b"\n");
+        Flow::Continue
     }
 }
 
@@ -203,7 +159,8 @@ fn seconds_since_epoch(t: SystemTime) -> i64 {
 mod tests {
     use super::*;
     use crate::proto::line::{MAX_LINE, QUIET};
-    use crate::proto::Action;
+    use crate::proto::{Action, Protocol};
+    use crate::testing::test_epoch;
     use std::time::Duration;
 
     /// Sunday 22 November 2026, 12:00:00 UTC.
@@ -273,7 +230,7 @@ mod tests {
         }
         // A wall time that cannot move further saturates instead of overflowing.
         if let Some(last) = UNIX_EPOCH.checked_add(far) {
-            let t0 = Instant::now();
+            let t0 = test_epoch();
             let clock = WallClock::anchored(t0, last);
             assert_eq!(clock.at(t0 + Duration::from_secs(1)), last);
         }
@@ -281,7 +238,7 @@ mod tests {
 
     #[test]
     fn the_clock_follows_the_drivers_time() {
-        let t0 = Instant::now() + Duration::from_secs(10);
+        let t0 = test_epoch() + Duration::from_secs(10);
         let clock = WallClock::anchored(t0, UNIX_EPOCH + Duration::from_secs(SUNDAY_NOON));
         let noon = UNIX_EPOCH + Duration::from_secs(SUNDAY_NOON);
         assert_eq!(clock.at(t0), noon);
@@ -297,7 +254,7 @@ mod tests {
 
     #[test]
     fn one_stamped_reply_per_line_whole_and_byte_by_byte() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let stream = b"Michael\nTracy\r\n\n\xffSarah\n";
         let want: &[u8] = b"[Sun Nov 22 12:00:00 2026] Michael\n\
                             [Sun Nov 22 12:00:00 2026] Tracy\n\
@@ -312,7 +269,7 @@ mod tests {
 
     #[test]
     fn each_message_gets_the_time_it_arrived() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = fixed(t0);
         assert_eq!(
             feed(&mut m, &[b"a\n"], t0 + Duration::from_millis(1_999)),
@@ -328,7 +285,7 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_stamped_when_the_peer_goes_quiet() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = fixed(t0);
         assert_eq!(
             feed(&mut m, &[b"Michael\nTra"], t0),
@@ -350,7 +307,7 @@ mod tests {
 
     #[test]
     fn eof_and_shutdown_answer_a_partial_line() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = fixed(t0);
         feed(&mut m, &[b"bye"], t0);
         let mut sent = Vec::new();
@@ -368,7 +325,7 @@ mod tests {
 
     #[test]
     fn an_over_long_line_is_a_peer_error() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut sent = Vec::new();
         let long = vec![b'a'; MAX_LINE + 1];
         assert!(fixed(t0)

@@ -11,6 +11,8 @@ mod support;
 
 mod bench;
 mod cli;
+mod cli_edges;
+mod client_edges;
 mod echo;
 mod fanout;
 mod file;

@@ -78,6 +78,9 @@
 //! | body inactivity | 60 s | 408, close | nginx `client_body_timeout 60s` |
 //! | keep-alive idle | 75 s | silent close | nginx `keepalive_timeout 75s` |
 //!
+//! The three head limits are checked by [`parse::parse`], the head parser this server
+//! shares with the `get` client; this module only maps its [`HeadError`]s to statuses.
+//!
 //! Malformed heads are `400` and close (a version that is not `HTTP/<digit>.<digit>` is
 //! malformed), a well-formed HTTP version other than 1.0 or 1.1 is `505`;
 //! HTTP/1.1 requests without exactly one `Host` header are `400` (RFC 9112 §3.2), as are
@@ -95,7 +98,7 @@
 //!
 //! The machine reads no clock: the monotonic time of each call comes in [`Out::now`], and
 //! the wall time for `Date` from [`HttpConfig::clock`], a plain `fn() -> SystemTime`
-//! (tests pass a fixed one), asked at most once per call.
+//! (the wiring passes the system's, tests a fixed one), asked at most once per call.
 //!
 //! ```
 //! use sockloop_demos::proto::http::server::{HttpConfig, HttpServer};
@@ -157,34 +160,36 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// The longest request line, in bytes. Default [`parse::MAX_REQUEST_LINE`] (8 KiB).
     pub max_request_line: usize,
-    /// The largest request head, in bytes. Default [`parse::MAX_HEAD`] (8 KiB).
+    /// The largest request head, in bytes. Default [`parse::MAX_REQUEST_HEAD`] (8 KiB).
     pub max_head: usize,
     /// The largest request body, in bytes. Default [`MAX_BODY`] (1 MiB).
     pub max_body: u64,
-    /// Where the wall time for the `Date` header comes from. Default
-    /// [`SystemTime::now`]; tests pass a fixed time.
+    /// Where the wall time for the `Date` header comes from; tests pass a fixed time.
+    /// [`HttpConfig::default`] passes [`SystemTime::now`]: that choice of the real clock
+    /// is the wiring's, so it is made in [`crate::clock`], not here.
     pub clock: fn() -> SystemTime,
 }
 
-impl Default for HttpConfig {
-    fn default() -> HttpConfig {
+impl HttpConfig {
+    /// The default settings, with the wall time for `Date` from `clock`.
+    pub fn with_clock(clock: fn() -> SystemTime) -> HttpConfig {
         HttpConfig {
             header_timeout: HEADER_TIMEOUT,
             keepalive_timeout: KEEPALIVE_TIMEOUT,
             body_timeout: BODY_TIMEOUT,
-            max_request_line: parse::MAX_REQUEST_LINE,
-            max_head: parse::MAX_HEAD,
+            max_request_line: HeadLimits::REQUEST.max_line,
+            max_head: HeadLimits::REQUEST.max_head,
             max_body: MAX_BODY,
-            clock: SystemTime::now,
+            clock,
         }
     }
-}
 
-impl HttpConfig {
+    /// The head limits [`parse::parse`] applies to each request.
     fn limits(&self) -> HeadLimits {
         HeadLimits {
-            max_request_line: self.max_request_line,
+            max_line: self.max_request_line,
             max_head: self.max_head,
+            ..HeadLimits::REQUEST
         }
     }
 }
@@ -397,10 +402,10 @@ impl Refusal {
 impl From<HeadError> for Refusal {
     fn from(e: HeadError) -> Refusal {
         let status = match e {
-            HeadError::Malformed(_) => Status::BadRequest,
+            HeadError::Malformed(..) => Status::BadRequest,
             HeadError::Version => Status::VersionNotSupported,
-            HeadError::LineTooLong => Status::UriTooLong,
-            HeadError::HeadTooLarge | HeadError::TooManyHeaders => Status::HeaderFieldsTooLarge,
+            HeadError::LineTooLong(..) => Status::UriTooLong,
+            HeadError::TooLarge(..) | HeadError::TooManyFields(..) => Status::HeaderFieldsTooLarge,
         };
         Refusal::peer(status, e.to_string())
     }
@@ -716,7 +721,7 @@ impl Protocol for HttpServer {
                         return Ok(used);
                     }
                     let mut req = httparse::Request::new(&mut headers);
-                    let head_len = match parse::parse_request(rest, &mut req, self.cfg.limits()) {
+                    let head_len = match parse::parse(rest, &mut req, self.cfg.limits()) {
                         Ok(Some(n)) => n,
                         Ok(None) => {
                             // The deadline starts with the head's first byte and stays.
@@ -840,6 +845,7 @@ impl Protocol for HttpServer {
 mod tests {
     use super::*;
     use crate::proto::Action;
+    use crate::testing::test_epoch;
     use std::time::UNIX_EPOCH;
 
     /// RFC 9110's example date, the wall time every test server sees.
@@ -943,12 +949,12 @@ mod tests {
     }
 
     fn whole(input: &[u8]) -> Transcript {
-        let now = Instant::now();
+        let now = test_epoch();
         drive(&mut opened(now), [input], now)
     }
 
     fn bytewise(input: &[u8]) -> Transcript {
-        let now = Instant::now();
+        let now = test_epoch();
         drive(&mut opened(now), input.chunks(1), now)
     }
 
@@ -960,7 +966,7 @@ mod tests {
         assert_eq!(bytewise(input), want, "byte by byte: {what:?}");
         let step = (input.len() / 64).max(1);
         for cut in (0..input.len()).step_by(step) {
-            let now = Instant::now();
+            let now = test_epoch();
             let (a, b) = input.split_at(cut);
             assert_eq!(
                 drive(&mut opened(now), [a, b], now),
@@ -1074,7 +1080,7 @@ mod tests {
         let t = drive(
             &mut m,
             [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..]],
-            Instant::now(),
+            test_epoch(),
         );
         assert!(
             t.sent
@@ -1229,7 +1235,7 @@ mod tests {
             body_timeout: Duration::MAX,
             ..config()
         }));
-        let now = Instant::now();
+        let now = test_epoch();
         m.handle_open(&mut Out::new(&mut Vec::new(), now));
         assert!(m.poll_timeout().is_some_and(|t| t > now));
         let t = drive(&mut m, [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET"[..]], now);
@@ -1259,23 +1265,10 @@ mod tests {
     // -----------------------------------------------------------------------------------
     // Test vectors shared with the integration tests and benchmarks
 
-    /// The cases of `testdata/http/cases.txt`: file name, bytes, status, kept alive.
+    /// The cases of `testdata/http/cases.txt` (read by the tests' own support, outside
+    /// this I/O-free module): file name, bytes, status, kept alive.
     fn testdata() -> Vec<(String, Vec<u8>, u16, bool)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/http");
-        let list = std::fs::read_to_string(dir.join("cases.txt")).expect("cases.txt");
-        list.lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let bytes = std::fs::read(dir.join(f[0])).expect("a case file");
-                (
-                    f[0].to_string(),
-                    bytes,
-                    f[1].parse().unwrap(),
-                    f[2] == "keep",
-                )
-            })
-            .collect()
+        crate::testing::http_cases()
     }
 
     #[test]
@@ -1341,7 +1334,7 @@ mod tests {
                 }
             }
         }
-        let now = Instant::now();
+        let now = test_epoch();
         let mut m = opened(now);
         let mut sent = Vec::new();
         let mut out = Out::new(&mut sent, now);
@@ -1360,7 +1353,7 @@ mod tests {
         assert_eq!(t.action, Action::CloseAfterFlush);
         let mut m = server();
         let mut sent = Vec::new();
-        let mut out = Out::new(&mut sent, Instant::now());
+        let mut out = Out::new(&mut sent, test_epoch());
         assert_eq!(
             m.handle_input(input, &mut out),
             Ok(input.len()),
@@ -1410,7 +1403,7 @@ mod tests {
 
     #[test]
     fn bodies_are_read_and_dropped_across_calls() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = opened(t0);
         let mut sent = Vec::new();
         let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n";
@@ -1451,12 +1444,12 @@ mod tests {
     fn expect_100_continue() {
         let head =
             b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-        let mut m = opened(Instant::now());
+        let mut m = opened(test_epoch());
         let mut sent = Vec::new();
-        let mut out = Out::new(&mut sent, Instant::now());
+        let mut out = Out::new(&mut sent, test_epoch());
         assert_eq!(m.handle_input(head, &mut out), Ok(head.len()));
         assert_eq!(sent, CONTINUE);
-        let mut out = Out::new(&mut sent, Instant::now());
+        let mut out = Out::new(&mut sent, test_epoch());
         assert_eq!(m.handle_input(b"hi", &mut out), Ok(2));
         assert!(String::from_utf8_lossy(&sent[CONTINUE.len()..]).starts_with("HTTP/1.1 405"));
         // Not when the body is already here, nor for HTTP/1.0, nor when refused.
@@ -1490,7 +1483,7 @@ mod tests {
 
     #[test]
     fn header_deadline_runs_from_the_first_byte_and_is_not_rearmed() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = opened(t0);
         assert_eq!(
             m.poll_timeout(),
@@ -1532,7 +1525,7 @@ mod tests {
 
     #[test]
     fn a_fresh_connection_that_never_speaks_is_closed_silently() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = opened(t0);
         let t = timeout_at(&mut m, t0 + HEADER + Duration::from_millis(3));
         assert_eq!((t.sent.as_str(), t.action), ("", Action::CloseAfterFlush));
@@ -1540,7 +1533,7 @@ mod tests {
 
     #[test]
     fn keepalive_idle_timeout_is_silent_and_reset_by_a_request() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = opened(t0);
         let req = &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..];
         let t1 = t0 + Duration::from_millis(10);
@@ -1563,7 +1556,7 @@ mod tests {
 
     #[test]
     fn the_next_pipelined_head_gets_its_own_deadline() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = opened(t0);
         let t1 = t0 + Duration::from_millis(150);
         let t = drive(&mut m, [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /"[..]], t1);
@@ -1573,7 +1566,7 @@ mod tests {
 
     #[test]
     fn body_inactivity_timeout_is_408() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut m = opened(t0);
         drive(
             &mut m,
@@ -1590,42 +1583,42 @@ mod tests {
 
     fn eof(m: &mut HttpServer, rest: &[u8]) -> (Result<(), PeerError>, String) {
         let mut sent = Vec::new();
-        let r = m.handle_eof(rest, &mut Out::new(&mut sent, Instant::now()));
+        let r = m.handle_eof(rest, &mut Out::new(&mut sent, test_epoch()));
         (r, String::from_utf8(sent).unwrap())
     }
 
     #[test]
     fn end_of_stream() {
         // Clean: between requests, or after stray line endings.
-        let mut m = opened(Instant::now());
+        let mut m = opened(test_epoch());
         assert_eq!(eof(&mut m, b""), (Ok(()), String::new()));
-        let mut m = opened(Instant::now());
+        let mut m = opened(test_epoch());
         drive(
             &mut m,
             [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\r\n"[..]],
-            Instant::now(),
+            test_epoch(),
         );
         assert_eq!(eof(&mut m, b"\r\n"), (Ok(()), String::new()));
         // Half-close after a whole request: it was answered, the end is clean.
-        let mut m = opened(Instant::now());
-        let t = drive(&mut m, [&b"GET / HTTP/1.0\r\n\r\n"[..]], Instant::now());
+        let mut m = opened(test_epoch());
+        let t = drive(&mut m, [&b"GET / HTTP/1.0\r\n\r\n"[..]], test_epoch());
         assert_eq!(t.sent, hello(CLOSE));
         assert_eq!(eof(&mut m, b""), (Ok(()), String::new()));
         // A driver that hands over the request with the end: answered all the same.
-        let mut m = opened(Instant::now());
+        let mut m = opened(test_epoch());
         assert_eq!(
             eof(&mut m, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
             (Ok(()), hello(""))
         );
         // Truncated head or body: 400, a peer error.
-        let mut m = opened(Instant::now());
+        let mut m = opened(test_epoch());
         let (r, sent) = eof(&mut m, b"GET / HTTP/1.1\r\nHo");
         assert!(r.is_err() && sent.starts_with("HTTP/1.1 400"), "{sent}");
-        let mut m = opened(Instant::now());
+        let mut m = opened(test_epoch());
         drive(
             &mut m,
             [&b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nab"[..]],
-            Instant::now(),
+            test_epoch(),
         );
         let (r, sent) = eof(&mut m, b"");
         assert!(r.is_err() && sent.starts_with("HTTP/1.1 400"), "{sent}");
@@ -1633,7 +1626,7 @@ mod tests {
 
     #[test]
     fn shutdown_closes_idle_connections_and_finishes_requests_in_progress() {
-        let now = Instant::now();
+        let now = test_epoch();
         let mut m = opened(now);
         let mut sent = Vec::new();
         let mut out = Out::new(&mut sent, now);
@@ -1727,7 +1720,7 @@ mod tests {
                 from = c;
             }
             pieces.push(&input[from..]);
-            let now = Instant::now();
+            let now = test_epoch();
             let got = drive(&mut opened(now), pieces.iter().copied(), now);
             assert_eq!(got, want, "input {:?}", String::from_utf8_lossy(&input));
             // And the end of the stream after it is handled, whatever the state.
