@@ -646,24 +646,23 @@ pub mod ch07_partial_writes {
     //! s.close()
     //! ```
     //!
-    //! The client prints `sent 7471104 bytes before send() blocked for 1 s`; the trace
+    //! The client prints `sent 6422528 bytes before send() blocked for 1 s`; the trace
     //! says what happened to them:
     //!
     //! ```text
-    //! TRACE conn 1: read 64000 bytes (short read: receive queue drained; skipping the read that would say WouldBlock)
+    //! TRACE conn 1: read 65536 bytes (the buffer is full: more may wait)
     //! ...
-    //! TRACE conn 1: wrote 12800 of 65536 bytes, then write would block (partial write): 52736 bytes wait for WRITABLE
+    //! TRACE conn 1: wrote 33280 of 65536 bytes, then write would block (partial write): 32256 bytes wait for WRITABLE
     //! TRACE conn 1: interest READABLE | PRIORITY -> READABLE | WRITABLE | PRIORITY
-    //! TRACE conn 1: deadline armed: 60000.8 ms from now
+    //! TRACE conn 1: deadline armed: 60000.1 ms from now
     //! ...
     //! TRACE conn 1: read 65536 bytes (the buffer is full: more may wait)
-    //! TRACE conn 1: wrote 0 of 445952 bytes, then write would block (partial write): 445952 bytes wait for WRITABLE
-    //! TRACE conn 1: read budget spent, yielding to others until next turn
+    //! TRACE conn 1: 61952 bytes wait: the send buffer is full until WRITABLE
     //! TRACE poll: not sleeping: work is waiting (a revisit or a local task)
     //! ...
-    //! TRACE conn 1: backpressure: 577024 bytes unsent (high water 524288), stop reading
-    //! TRACE conn 1: backpressure: 577024 bytes unsent, not reading
-    //! TRACE poll: sleeping at most 59999.4 ms (then: conn 1's deadline), or until an event
+    //! TRACE conn 1: backpressure: 538112 bytes unsent (high water 524288), stop reading
+    //! TRACE poll: sleeping at most 59998.8 ms (then: conn 1's deadline), or until an event
+    //! TRACE conn 1: backpressure: 538112 bytes unsent, not reading
     //! TRACE event: slot 1 gen 1: readable=true writable=true read_closed=true error=true
     //! TRACE conn 1: write failed: Connection reset by peer (os error 104)
     //! TRACE conn 1: closing: I/O error: connection reset
@@ -671,15 +670,18 @@ pub mod ch07_partial_writes {
     //!
     //! # What to look for
     //!
-    //! - **The partial write**: `wrote 12800 of 65536`. The client's 4 KiB window and the
-    //!   kernel's buffers between the two ends are full; the other 52736 bytes go into the
+    //! - **The partial write**: `wrote 33280 of 65536`. The client's 4 KiB window and the
+    //!   kernel's buffers between the two ends are full; the other 32256 bytes go into the
     //!   session's queue.
     //! - **WRITABLE only now**: the interest changes to include WRITABLE the moment output
     //!   waits, and the write-stall deadline is armed (60 s by default).
-    //! - **Backpressure**: at 577024 bytes queued (over the 512 KiB high-water mark) the
+    //! - **No write until WRITABLE**: the reads go on, their echoes join the queue (`61952
+    //!   bytes wait`), and no `write()` is tried until the poller says WRITABLE: a socket
+    //!   whose last write hit `WouldBlock` would only say `EAGAIN` again.
+    //! - **Backpressure**: at 538112 bytes queued (over the 512 KiB high-water mark) the
     //!   connection stops reading, and the loop goes to sleep with the client's bytes left
-    //!   in the kernel. The client's `send()` then blocks. Of the 7.1 MiB it managed to
-    //!   send, the server's process holds 577 KiB; the rest sits in kernel buffers (the
+    //!   in the kernel. The client's `send()` then blocks. Of the 6.1 MiB it managed to
+    //!   send, the server's process holds 526 KiB; the rest sits in kernel buffers (the
     //!   client's send buffer, the server's receive and send buffers), memory that no
     //!   user-space count shows ([chapter 12](super::ch12_costs)).
     //! - **The reset**: the client closed with unread data in its receive queue, so its
