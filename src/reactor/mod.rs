@@ -612,6 +612,10 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(Shared::new(waker));
+        // A reactor is not `Send` (its protocols need not be): the thread that builds it
+        // is the only one that can ever run it, so it is recorded once, here, rather than
+        // (under a mutex) on every turn.
+        shared.set_loop_thread();
         Ok(Reactor {
             events: Events::with_capacity(cfg.events_capacity.max(1)),
             poll,
@@ -1527,7 +1531,6 @@ impl Reactor {
     /// Only if the poller itself fails (`epoll_wait` other than `EINTR`); errors of single
     /// connections close those connections and are counted in [`Stats`].
     pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        self.shared.set_loop_thread();
         // A panic that escaped a turn (every call into the embedder's code is caught
         // where it is made, so this is a bug of the loop's own) left the turn half done:
         // put back what a turn borrows, so the reactor stays usable.

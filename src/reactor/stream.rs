@@ -56,21 +56,27 @@ impl Stream {
     }
 }
 
+impl Stream {
+    fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+// The system calls themselves, not glibc's cancellation-point wrappers (see
+// `net::recv_raw`); mio's streams would call those wrappers through std.
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
+        crate::net::recv_raw(self.fd(), buf)
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
+        crate::net::send_raw(self.fd(), buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -23,14 +23,25 @@ fn epoch() -> Instant {
 }
 
 /// `t` in milliseconds since the epoch, rounded up.
+///
+/// In `u64` and `u32` arithmetic: `Duration::as_nanos` is a `u128`, whose division
+/// (`__udivti3`) showed in the profile of every read and write.
 pub(crate) fn ceil(t: Instant) -> u64 {
-    let nanos = t.saturating_duration_since(epoch()).as_nanos();
-    u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(NEVER - 1)
+    let d = t.saturating_duration_since(epoch());
+    let sub = d.subsec_nanos().div_ceil(1_000_000);
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(sub))
+        .min(NEVER - 1)
 }
 
 /// `t` in whole milliseconds since the epoch, rounded down.
 pub(crate) fn floor(t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(epoch()).as_millis()).unwrap_or(NEVER - 1)
+    let d = t.saturating_duration_since(epoch());
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
+        .min(NEVER - 1)
 }
 
 /// The instant `ms` milliseconds after the epoch.
@@ -41,4 +52,44 @@ pub(crate) fn instant(ms: u64) -> Instant {
 /// A duration in whole milliseconds, rounded up.
 pub(crate) fn ms_of(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(NEVER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The integer arithmetic agrees with the exact `u128` formula, across second
+    /// boundaries and on exact milliseconds.
+    #[test]
+    fn ceil_and_floor_agree_with_nanoseconds() {
+        let e = epoch();
+        for nanos in [
+            0u64,
+            1,
+            999_999,
+            1_000_000,
+            1_000_001,
+            999_999_999,
+            1_000_000_000,
+            1_234_567_891,
+        ] {
+            let t = e + Duration::from_nanos(nanos);
+            let exact = u128::from(nanos);
+            assert_eq!(
+                u128::from(ceil(t)),
+                exact.div_ceil(1_000_000),
+                "ceil at {nanos} ns"
+            );
+            assert_eq!(
+                u128::from(floor(t)),
+                exact / 1_000_000,
+                "floor at {nanos} ns"
+            );
+        }
+        assert_eq!(ceil(e), 0);
+        assert_eq!(
+            instant(ceil(e + Duration::from_micros(1500))),
+            e + Duration::from_millis(2)
+        );
+    }
 }

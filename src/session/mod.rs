@@ -262,6 +262,9 @@ pub struct Context {
     tx: Vec<u8>,
     /// Actions protocols deferred ([`Out::defer`]), if this driver runs them.
     pub(crate) deferred: Option<Vec<Deferred>>,
+    /// `now` on the millisecond grid, with the `now` it was computed for: a turn of the
+    /// reactor serves many connections at one `now`, and each read and write asks.
+    ms: std::cell::Cell<(Instant, u64)>,
 }
 
 impl fmt::Debug for Context {
@@ -277,6 +280,17 @@ impl fmt::Debug for Context {
 }
 
 impl Context {
+    /// `now` in the session's milliseconds, rounded up; computed once per `now`.
+    fn now_ms(&self) -> u64 {
+        let (at, ms) = self.ms.get();
+        if at == self.now {
+            return ms;
+        }
+        let ms = clock::ceil(self.now);
+        self.ms.set((self.now, ms));
+        ms
+    }
+
     /// A context at time `now`, with an empty sink.
     pub fn new(now: Instant) -> Context {
         Context {
@@ -285,6 +299,7 @@ impl Context {
             token: Token(0),
             tx: Vec::new(),
             deferred: None,
+            ms: std::cell::Cell::new((now, clock::ceil(now))),
         }
     }
 }
@@ -550,7 +565,7 @@ impl<P: Protocol> Session<P> {
         self.begin(cx);
         if self.phase == Phase::Connecting {
             self.deadline = NEVER;
-            self.last_io = clock::ceil(cx.now);
+            self.last_io = cx.now_ms();
             if let Some(s) = self.spill.as_mut() {
                 // What was sent while connecting starts waiting for the socket only now.
                 s.stall_since = self.last_io;
@@ -585,7 +600,7 @@ impl<P: Protocol> Session<P> {
         if bytes.is_empty() {
             return;
         }
-        self.last_io = clock::ceil(cx.now);
+        self.last_io = cx.now_ms();
         match self.phase {
             Phase::Open | Phase::HalfClosed => self.deliver(cx, bytes),
             phase => log::trace!(
@@ -779,7 +794,7 @@ impl<P: Protocol> Session<P> {
             cx.tx.clear();
             return;
         }
-        let now = clock::ceil(cx.now);
+        let now = cx.now_ms();
         if n > 0 {
             self.last_io = now;
         }
@@ -944,7 +959,7 @@ impl<P: Protocol> Session<P> {
         let spill = self.spill.get_or_insert_with(Default::default);
         if spill.out.is_empty() {
             // A backlog starts now, and with it the write-stall clock.
-            spill.stall_since = clock::ceil(cx.now);
+            spill.stall_since = cx.now_ms();
         }
         spill.out.extend(bytes);
         let queued = spill.out.len();
@@ -962,7 +977,7 @@ impl<P: Protocol> Session<P> {
                 self.cfg.high_water
             );
             self.paused = true;
-            spill.backlog_since = clock::ceil(cx.now);
+            spill.backlog_since = cx.now_ms();
         }
     }
 
