@@ -277,7 +277,7 @@ pub fn clear_stale_unix_socket(path: &std::path::Path) -> io::Result<()> {
 /// Lets a repeated log line through at most once a second, counting the ones it held back
 /// (accept failures at the fd limit recur ten times a second under churn).
 #[derive(Debug, Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     last: Option<std::time::Instant>,
     quiet: u64,
 }
