@@ -1989,6 +1989,20 @@ impl Reactor {
         }
     }
 
+    /// Before a connection's fd closes: on Linux nothing to do, since closing the fd
+    /// removes it from epoll (the reactor never duplicates a stream's fd, so no other
+    /// reference keeps the registration alive), which saves one `epoll_ctl(DEL)` per
+    /// connection; elsewhere it is deregistered first, as mio recommends.
+    #[cfg_attr(target_os = "linux", allow(clippy::unused_self))]
+    fn forget_registration(&self, conn: &mut Conn, tag: Tag) {
+        if cfg!(target_os = "linux") {
+            return;
+        }
+        if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
+            log::debug!("conn {}: deregister: {e}", tag.key);
+        }
+    }
+
     fn reap(&mut self) {
         if self.core.reap.is_empty() {
             return;
@@ -2002,9 +2016,7 @@ impl Reactor {
                 continue;
             }
             if let Entry::Conn(mut conn) = self.slots.remove(tag.key).entry {
-                if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
-                    log::debug!("conn {}: deregister: {e}", tag.key);
-                }
+                self.forget_registration(&mut conn, tag);
                 // Its deadline goes with it: a closed connection never wakes the loop.
                 self.core.timers.cancel(tag);
                 // Whoever it held (by being over its high-water mark) goes free.
