@@ -3,7 +3,8 @@
 //! For every scenario × driver the bench
 //!
 //! 1. starts the server as a child process (`sockloop serve echo|http --driver D`, or for
-//!    `tokio` the tokio_echo / hyper_hello example) and pins all its threads to one CPU;
+//!    `tokio` the tokio_echo / hyper_hello example, for `mio` the mio_echo example) and
+//!    pins all its threads to one CPU;
 //! 2. drives it from a thread pinned to another CPU: echo scenarios with the
 //!    [`loadgen`] (sockloop's own reactor, every byte checked, every round trip in an
 //!    HdrHistogram, warm-up excluded), HTTP scenarios with `wrk`;
@@ -43,15 +44,19 @@ pub enum BenchDriver {
     /// The `tokio_echo` example (a tokio current_thread echo server) for echo scenarios,
     /// the `hyper_hello` example (hyper on tokio current_thread) for HTTP ones.
     Tokio,
+    /// The `mio_echo` example (an echo server written directly on mio: the floor the
+    /// reactor is compared against), for echo scenarios only.
+    Mio,
 }
 
 impl BenchDriver {
     /// Every driver, in table order.
-    pub const ALL: [BenchDriver; 4] = [
+    pub const ALL: [BenchDriver; 5] = [
         BenchDriver::Reactor,
         BenchDriver::Threaded,
         BenchDriver::Iterative,
         BenchDriver::Tokio,
+        BenchDriver::Mio,
     ];
 
     /// The name the CLI, the table and the JSON use.
@@ -61,6 +66,7 @@ impl BenchDriver {
             BenchDriver::Threaded => "threaded",
             BenchDriver::Iterative => "iterative",
             BenchDriver::Tokio => "tokio",
+            BenchDriver::Mio => "mio",
         }
     }
 
@@ -69,7 +75,7 @@ impl BenchDriver {
             BenchDriver::Reactor => Some(Driver::Reactor),
             BenchDriver::Threaded => Some(Driver::Threaded),
             BenchDriver::Iterative => Some(Driver::Iterative),
-            BenchDriver::Tokio => None,
+            BenchDriver::Tokio | BenchDriver::Mio => None,
         }
     }
 }
@@ -87,7 +93,9 @@ impl FromStr for BenchDriver {
             .into_iter()
             .find(|d| d.name() == s)
             .ok_or_else(|| {
-                format!("unknown driver {s:?} (choose from reactor, threaded, iterative, tokio)")
+                format!(
+                    "unknown driver {s:?} (choose from reactor, threaded, iterative, tokio, mio)"
+                )
             })
     }
 }
@@ -109,6 +117,16 @@ pub fn tokio_echo_path(exe: &Path) -> PathBuf {
 /// (`<dir of exe>/examples/hyper_hello`).
 pub fn hyper_hello_path(exe: &Path) -> PathBuf {
     tokio_echo_path(exe).with_file_name("hyper_hello")
+}
+
+/// The command that builds the mio driver's example (release, beside
+/// `target/release/sockloop`).
+pub const MIO_BUILD: &str = "cargo build --release --example mio_echo";
+
+/// The path of the mio echo example next to the `sockloop` binary `exe`
+/// (`<dir of exe>/examples/mio_echo`).
+pub fn mio_echo_path(exe: &Path) -> PathBuf {
+    tokio_echo_path(exe).with_file_name("mio_echo")
 }
 
 /// One measurement to take, under every driver.
@@ -327,7 +345,7 @@ pub struct BenchOptions {
     /// The scenarios, in order (empty: [`Scenario::defaults`]).
     pub scenarios: Vec<Scenario>,
     /// The drivers, in table order (empty: reactor, threaded, iterative, and tokio when
-    /// its example is built).
+    /// its example is built; mio only when named).
     pub drivers: Vec<BenchDriver>,
     /// Measured seconds per scenario. `None`: 5, or 1 with `quick`; a value set here
     /// wins over `quick`'s.
@@ -510,6 +528,8 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
     let tokio_built = tokio.is_file();
     let hyper = hyper_hello_path(&opts.exe);
     let hyper_built = hyper.is_file();
+    let mio = mio_echo_path(&opts.exe);
+    let mio_built = mio.is_file();
     let has_http = scenarios.iter().any(|s| matches!(s, Scenario::Http { .. }));
     let mut notes = Vec::new();
     let drivers = if opts.drivers.is_empty() {
@@ -551,6 +571,20 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
                 missing.join(" and "),
             ));
         }
+    }
+    // The mio peer is never in the default list (it would lengthen `bench --quick`), so
+    // it is only ever missing when asked for.
+    if drivers.contains(&BenchDriver::Mio)
+        && !mio_built
+        && scenarios
+            .iter()
+            .any(|s| !matches!(s, Scenario::Http { .. }))
+    {
+        notes.push(format!(
+            "warning: mio: not built: {} (for the echo rows); those mio rows are skipped. \
+             Build it with `{MIO_BUILD}`",
+            mio.display(),
+        ));
     }
 
     let cpus = procfs::allowed_cpus();
@@ -616,9 +650,16 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
                 }
             };
             progress("starting".into());
-            // The tokio driver's binary: hyper for HTTP, the echo example otherwise.
+            // The peer's binary: mio_echo for mio; for tokio, hyper for HTTP and the echo
+            // example otherwise.
             let http = matches!(scenario, Scenario::Http { .. });
-            let peer = if http { &hyper } else { &tokio };
+            let peer = if driver == BenchDriver::Mio {
+                &mio
+            } else if http {
+                &hyper
+            } else {
+                &tokio
+            };
             let outcome = if driver == BenchDriver::Iterative && scenario.conns() > 1 {
                 Outcome::Skipped("serves one client at a time".into())
             } else if driver == BenchDriver::Tokio && http && !hyper_built {
@@ -629,6 +670,14 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
                 && matches!(scenario, Scenario::Attack(a) if a.needs_udp())
             {
                 Outcome::Skipped("tokio_echo serves no UDP".into())
+            } else if driver == BenchDriver::Mio && http {
+                Outcome::Skipped("mio_echo serves echo only".into())
+            } else if driver == BenchDriver::Mio && !mio_built {
+                Outcome::Skipped(format!("mio_echo example not built ({MIO_BUILD})"))
+            } else if driver == BenchDriver::Mio
+                && matches!(scenario, Scenario::Attack(a) if a.needs_udp())
+            {
+                Outcome::Skipped("mio_echo serves no UDP".into())
             } else if http && !wrk_ok {
                 Outcome::Skipped("wrk not installed".into())
             } else {
@@ -682,7 +731,7 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
     Ok(report)
 }
 
-/// Starts the server for `driver` (`peer`: the example the tokio driver runs), pinned, and
+/// Starts the server for `driver` (`peer`: the example the tokio or mio driver runs), pinned, and
 /// waits for its `listening` line.
 fn start_server(
     opts: &BenchOptions,
@@ -984,6 +1033,46 @@ mod tests {
             "{:?}",
             report.rows[0].outcome
         );
+    }
+
+    /// Asked for without its example, the mio peer is named with its build command and
+    /// its echo rows are skipped; it never serves HTTP.
+    #[test]
+    fn a_missing_mio_example_is_named_with_its_build_command() {
+        let dir = std::env::temp_dir().join(format!("sockloop-no-mio-{}", std::process::id()));
+        let opts = BenchOptions {
+            scenarios: vec![
+                Scenario::Echo {
+                    size: 64,
+                    conns: 1,
+                    depth: 1,
+                },
+                Scenario::Http { conns: 1 },
+            ],
+            drivers: vec![BenchDriver::Mio],
+            quick: true,
+            ..BenchOptions::new(dir.join("sockloop"))
+        };
+        let mut out = Vec::new();
+        let report = run(&opts, &mut out).expect("the bench runs");
+        let out = String::from_utf8(out).unwrap();
+        let warning = out
+            .lines()
+            .find(|l| l.contains("warning: mio: not built"))
+            .unwrap_or_else(|| panic!("no warning line:\n{out}"));
+        assert!(warning.contains("mio_echo"), "{warning}");
+        assert!(warning.contains(MIO_BUILD), "{warning}");
+        assert!(
+            matches!(&report.rows[0].outcome, Outcome::Skipped(why) if why.contains(MIO_BUILD)),
+            "{:?}",
+            report.rows[0].outcome
+        );
+        assert!(
+            matches!(&report.rows[1].outcome, Outcome::Skipped(why) if why.contains("echo only")),
+            "{:?}",
+            report.rows[1].outcome
+        );
+        assert_eq!("mio".parse::<BenchDriver>(), Ok(BenchDriver::Mio));
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn color(d: BenchDriver) -> &'static str {
         BenchDriver::Threaded => "#d62728",
         BenchDriver::Iterative => "#7f7f7f",
         BenchDriver::Tokio => "#2ca02c",
+        BenchDriver::Mio => "#9467bd",
     }
 }
 

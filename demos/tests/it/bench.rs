@@ -2,7 +2,9 @@
 //! threaded drivers, run against the real binary: every scenario completes with zero
 //! errors, and the JSON and SVG outputs are written.
 
+use crate::support::have_tool;
 use sockloop_demos::bench::{self, BenchDriver, BenchOptions, Outcome, Scenario};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -73,6 +75,81 @@ fn quick_bench_measures_without_errors() {
         assert!(chart.trim_end().ends_with("</svg>"), "{name}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The mio peer (the mio_echo example, beside the binary under test) measures one short
+/// echo scenario with zero errors, on one thread.
+#[test]
+fn mio_peer_measures_an_echo_scenario() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_sockloop"));
+    if !have_tool(build_mio_echo(exe), "the mio_echo example") {
+        return;
+    }
+    let scenario = Scenario::Echo {
+        size: 64,
+        conns: 4,
+        depth: 1,
+    };
+    let opts = BenchOptions {
+        scenarios: vec![scenario],
+        drivers: vec![BenchDriver::Mio],
+        quick: true,
+        secs: Some(0.5),
+        ..BenchOptions::new(exe)
+    };
+    let mut out = Vec::new();
+    let report = bench::run(&opts, &mut out).expect("the bench runs");
+    let table = String::from_utf8(out).expect("utf-8 table");
+    assert_eq!(report.rows.len(), 1, "{table}");
+    assert_eq!(report.errors(), 0, "{table}");
+    let Outcome::Measured(m) = &report.rows[0].outcome else {
+        panic!("{:?}\n{table}", report.rows[0].outcome);
+    };
+    assert!(m.msgs > 0, "{table}");
+    assert!(m.p99_us.is_some_and(|p| p > 0.0), "{table}");
+    if cfg!(target_os = "linux") {
+        assert_eq!(m.threads, Some(1), "{table}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("echo-64-c4") && l.contains("mio")),
+        "{table}"
+    );
+}
+
+/// Makes sure `<dir of exe>/examples/mio_echo` exists: `cargo nextest run` builds the
+/// examples, but a run filtered to `--test it` does not, so it is built here, in the
+/// profile and target directory of `exe`. False if it cannot be built.
+fn build_mio_echo(exe: &Path) -> bool {
+    let path = bench::mio_echo_path(exe);
+    if path.is_file() {
+        return true;
+    }
+    let (Some(profile_dir), Some(target_dir)) = (exe.parent(), exe.parent().and_then(Path::parent))
+    else {
+        return false;
+    };
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => return false,
+    };
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "sockloop-demos",
+            "--example",
+            "mio_echo",
+        ])
+        .args(["--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status();
+    matches!(status, Ok(s) if s.success()) && path.is_file()
 }
 
 /// A small JSON well-formedness check: balanced brackets outside strings, valid escapes,
