@@ -117,15 +117,41 @@ impl ServerGuard {
             )
         })?;
         let stdout = child.stdout.take();
-        let mut guard = ServerGuard {
-            child: ChildGuard::new(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
+        let mut child = ChildGuard::new(child);
         let Some(stdout) = stdout else {
             return Err(io::Error::other("the server's stdout is not piped"));
         };
-        // Read the announcement on a thread so the wait has a deadline; the thread then
-        // drains the pipe until the server exits.
+        let addr = listening_addr(&mut child, stdout, what)?;
+        Ok(ServerGuard { child, addr })
+    }
+
+    /// The server's pid (0 once it has been reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Asks the server to stop (SIGINT), waits up to [`STOP_DEADLINE`], kills it past
+    /// that.
+    pub fn stop(&mut self) {
+        self.child.stop();
+    }
+}
+
+/// Waits up to [`START_DEADLINE`] for a server child's first line on `stdout`,
+/// `listening <demo> <transport> <addr>`, and returns the address. The line is read on a
+/// thread so the wait has a deadline; the thread then drains the pipe until the server
+/// exits, so it never blocks on a write. `what` names the server in errors.
+///
+/// # Errors
+///
+/// `TimedOut` past the deadline; an error naming what it printed (or how it exited) if
+/// the first line is not a `listening` line.
+pub fn listening_addr(
+    child: &mut ChildGuard,
+    stdout: std::process::ChildStdout,
+    what: &str,
+) -> io::Result<SocketAddr> {
+    {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("server-stdout".into())
@@ -146,14 +172,13 @@ impl ServerGuard {
             ));
         };
         if line.is_empty() {
-            let status = guard.child.wait_exit(Duration::from_millis(500));
+            let status = child.wait_exit(Duration::from_millis(500));
             return Err(io::Error::other(format!(
                 "{what} exited before it was listening ({})",
                 status.map_or_else(|| "still running".into(), |s| s.to_string())
             )));
         }
-        guard.addr = line
-            .split_whitespace()
+        line.split_whitespace()
             .nth(3)
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| {
@@ -161,19 +186,7 @@ impl ServerGuard {
                     "{what} printed {:?}, not `listening <demo> <transport> <addr>`",
                     line.trim_end()
                 ))
-            })?;
-        Ok(guard)
-    }
-
-    /// The server's pid (0 once it has been reaped).
-    pub fn pid(&self) -> u32 {
-        self.child.pid()
-    }
-
-    /// Asks the server to stop (SIGINT), waits up to [`STOP_DEADLINE`], kills it past
-    /// that.
-    pub fn stop(&mut self) {
-        self.child.stop();
+            })
     }
 }
 

@@ -12,6 +12,22 @@ pub(crate) fn test_epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// Feeds `chunks` to `m`, one call each at time `now`; returns everything sent and
+/// checks that every byte was consumed and the connection stays open.
+pub(crate) fn feed<P: sockloop::proto::Protocol>(
+    m: &mut P,
+    chunks: &[&[u8]],
+    now: Instant,
+) -> Vec<u8> {
+    let mut sent = Vec::new();
+    for c in chunks {
+        let mut out = sockloop::proto::Out::new(&mut sent, now);
+        assert_eq!(m.handle_input(c, &mut out).unwrap(), c.len());
+        assert_eq!(out.action(), sockloop::proto::Action::Continue);
+    }
+    sent
+}
+
 /// The cases of `testdata/http/cases.txt`: file name, bytes, status, kept alive.
 pub(crate) fn http_cases() -> Vec<(String, Vec<u8>, u16, bool)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/http");

@@ -52,10 +52,12 @@ fn series(
     out
 }
 
-fn escape(s: &str) -> String {
+/// `s` as SVG text or an attribute value.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A compact number for an axis label: `950`, `12k`, `1.5M`, `0.25`.
@@ -77,7 +79,7 @@ fn label(v: f64) -> String {
 
 /// The smallest of 1, 2 or 5 times a power of ten that is at least `raw`: a step for
 /// axis ticks that reads as a round number.
-fn nice_step(raw: f64) -> f64 {
+pub(crate) fn nice_step(raw: f64) -> f64 {
     if raw <= 0.0 || !raw.is_finite() {
         return 1.0;
     }

@@ -24,7 +24,8 @@
 //! under the server's lanes, on the same clock (wall-clock microseconds, one machine).
 //! Time 0 is client 1's connect.
 
-use crate::procfs::{ChildGuard, START_DEADLINE};
+use crate::bench::svg::{escape, nice_step};
+use crate::procfs::ChildGuard;
 use crate::serve::Driver;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -494,30 +495,7 @@ impl TracedServer {
                     .map_while(Result::ok)
                     .collect()
             })?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("server-stdout".into())
-            .spawn(move || {
-                let mut out = BufReader::new(stdout);
-                let mut first = String::new();
-                let _ = out.read_line(&mut first);
-                let _ = tx.send(first);
-                let _ = io::copy(&mut out, &mut io::sink());
-            })?;
-        let line = rx.recv_timeout(START_DEADLINE).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("{what} did not print its listening line in time"),
-            )
-        })?;
-        let Some(addr) = line.split_whitespace().nth(3).and_then(|a| a.parse().ok()) else {
-            let status = child.wait_exit(Duration::from_millis(500));
-            return Err(io::Error::other(format!(
-                "{what} printed {:?}, not `listening <demo> <transport> <addr>` ({})",
-                line.trim_end(),
-                status.map_or_else(|| "still running".into(), |s| s.to_string())
-            )));
-        };
+        let addr = crate::procfs::listening_addr(&mut child, stdout, &what)?;
         Ok(TracedServer {
             child,
             addr,
@@ -897,26 +875,6 @@ fn ms_text(ms: f64) -> String {
     } else {
         format!("{ms:.0} ms")
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The smallest of 1, 2 or 5 times a power of ten that is at least `raw`.
-fn nice_step(raw: f64) -> f64 {
-    if raw <= 0.0 || !raw.is_finite() {
-        return 1.0;
-    }
-    let pow = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * pow)
-        .find(|&s| s >= raw)
-        .unwrap_or(10.0 * pow)
 }
 
 const WIDTH: f64 = 1000.0;

@@ -160,7 +160,7 @@ mod tests {
     use super::*;
     use crate::proto::line::{MAX_LINE, QUIET};
     use crate::proto::{Action, Protocol};
-    use crate::testing::test_epoch;
+    use crate::testing::{feed, test_epoch};
     use std::time::Duration;
 
     /// Sunday 22 November 2026, 12:00:00 UTC.
@@ -171,18 +171,6 @@ mod tests {
             t0,
             UNIX_EPOCH + Duration::from_secs(SUNDAY_NOON),
         ))
-    }
-
-    /// Feeds `chunks` one call each at time `now`; returns everything sent and checks
-    /// that every byte was consumed and the connection stays open.
-    fn feed(m: &mut Stamp, chunks: &[&[u8]], now: Instant) -> Vec<u8> {
-        let mut sent = Vec::new();
-        for c in chunks {
-            let mut out = Out::new(&mut sent, now);
-            assert_eq!(m.handle_input(c, &mut out).unwrap(), c.len());
-            assert_eq!(out.action(), Action::Continue);
-        }
-        sent
     }
 
     #[test]
