@@ -95,3 +95,5 @@ pub mod net;
 pub mod proto;
 pub mod reactor;
 pub mod session;
+#[cfg(all(target_os = "linux", feature = "uring"))]
+pub mod uring;

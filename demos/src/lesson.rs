@@ -1,6 +1,6 @@
 //! `sockloop demo`: the blocking vs non-blocking lesson, in one command.
 //!
-//! For every driver (iterative, threaded, reactor) and every number of silent clients
+//! For every driver (iterative, threaded, reactor, uring) and every number of silent clients
 //! asked for, the lesson
 //!
 //! 1. starts `sockloop serve <demo> --driver <driver> --addr 127.0.0.1:0` as a child
@@ -41,7 +41,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The drivers in the order the table shows them: from the one that blocks to the one
 /// that needs no threads.
-pub const DRIVERS: [Driver; 3] = [Driver::Iterative, Driver::Threaded, Driver::Reactor];
+pub const DRIVERS: [Driver; 4] = [
+    Driver::Iterative,
+    Driver::Threaded,
+    Driver::Reactor,
+    Driver::Uring,
+];
 
 /// The line the talking client sends.
 const MESSAGE: &[u8] = b"are you there?\n";
@@ -323,7 +328,7 @@ fn wait_for_accepts(pid: u32, driver: Driver, silent: usize, base_fds: Option<us
     };
     let done = || match driver {
         Driver::Iterative => open_fds(pid).is_some_and(|n| n > base_fds),
-        Driver::Reactor => open_fds(pid).is_some_and(|n| n >= base_fds + silent),
+        Driver::Reactor | Driver::Uring => open_fds(pid).is_some_and(|n| n >= base_fds + silent),
         Driver::Threaded => conn_threads(pid).is_some_and(|n| n >= silent),
     };
     let start = Instant::now();
@@ -432,7 +437,11 @@ fn explain(report: &LessonReport, opts: &LessonOptions, out: &mut dyn Write) -> 
         out,
         "- reactor: non-blocking sockets on one thread. The kernel's poller (epoll) says\n  \
          which sockets are ready, and only those are read, so a silent client never makes\n  \
-         anyone wait and costs a slot in the connection table, not a thread.\n\n\
+         anyone wait and costs a slot in the connection table, not a thread.\n\
+         - uring: one thread too, but it does not wait for \"ready\": it hands the kernel\n  \
+         each receive, send and accept up front (io_uring's submission queue) and sleeps\n  \
+         in io_uring_enter until some have completed. A silent client is a receive the\n  \
+         kernel holds, with no buffer of its own until data arrives.\n\n\
          Every server also has a few threads that serve no client: main (waiting for the\n\
          server to stop), the Ctrl-C handler, and for the blocking drivers the accept loop\n\
          and a thread waiting for it to end."

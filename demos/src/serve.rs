@@ -189,6 +189,9 @@ pub enum Driver {
     Threaded,
     /// Blocking sockets, one connection at a time.
     Iterative,
+    /// io_uring completions on one thread: the kernel is handed each receive, send and
+    /// accept and says when it is done (streams only; datagrams are served by a reactor).
+    Uring,
 }
 
 impl fmt::Display for Driver {
@@ -197,6 +200,7 @@ impl fmt::Display for Driver {
             Driver::Reactor => "reactor",
             Driver::Threaded => "threaded",
             Driver::Iterative => "iterative",
+            Driver::Uring => "uring",
         })
     }
 }
@@ -427,7 +431,38 @@ pub fn spawn_with(
         return spawn_group(opts.reactors, cfg, demo, at, factory);
     }
     match driver {
-        Driver::Reactor => spawn_reactor(cfg, move |reactor| {
+        #[cfg(not(feature = "uring"))]
+        Driver::Uring if !transport.is_datagram() && !also_udp => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this build has no uring driver (build sockloop-demos with --features uring)",
+        )),
+        #[cfg(feature = "uring")]
+        Driver::Uring if !transport.is_datagram() && !also_udp => {
+            let session = cfg.session_config(&cfg.timeouts);
+            let server = sockloop::uring::UringServer::spawn_with(
+                &at,
+                factory,
+                session,
+                sockloop::uring::UringOptions::default(),
+            )?;
+            let bound = server.local_addr().clone();
+            let stop = server.stopper(cfg.shutdown_grace);
+            let thread = std::thread::Builder::new()
+                .name("uring-server".into())
+                .spawn(move || {
+                    server.join();
+                    Ok(())
+                })?;
+            Ok(Server {
+                listening: listening(bound),
+                stop: Arc::new(stop),
+                thread: Some(thread),
+            })
+        }
+        // Datagrams have no connection to complete operations for: under `--driver
+        // uring` a reactor serves them (and the UDP socket beside a TCP one, with the
+        // TCP listener, so that both are one server).
+        Driver::Reactor | Driver::Uring => spawn_reactor(cfg, move |reactor| {
             let addr = serve_on(reactor, demo, transport, &at, Arc::clone(&factory))?;
             let mut l = listening(addr.clone());
             if also_udp {

@@ -291,6 +291,14 @@ impl Context {
         ms
     }
 
+    /// Returns true if and only if fresh output from the last call waits in this context
+    /// for the connection's socket (step 3 of the [contract](self) is still to do). A
+    /// driver that cannot write at once (a completion driver with a send in flight) hands
+    /// it to the session with [`Session::sent`]`(cx, 0)`, which queues it in order.
+    pub fn has_output(&self) -> bool {
+        !self.tx.is_empty()
+    }
+
     /// A context at time `now`, with an empty sink.
     pub fn new(now: Instant) -> Context {
         Context {

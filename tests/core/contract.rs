@@ -139,6 +139,8 @@ fn panics(server: &InProcServer) -> u64 {
     match server {
         InProcServer::Reactor(bg) => bg.stats().panics,
         InProcServer::Blocking(s, _) => s.stats().panics.load(Ordering::SeqCst),
+        #[cfg(feature = "uring")]
+        InProcServer::Uring(s, _) => s.stats().panics.load(Ordering::SeqCst),
     }
 }
 

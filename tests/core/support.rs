@@ -33,6 +33,9 @@ pub enum Driver {
     Threaded,
     /// [`Mode::Iterative`]: one connection at a time.
     Iterative,
+    /// [`sockloop::uring::UringServer`]: io_uring completions on one thread (feature
+    /// `uring`, on whenever the workspace is built together, as CI does).
+    Uring,
 }
 
 impl std::fmt::Display for Driver {
@@ -41,15 +44,28 @@ impl std::fmt::Display for Driver {
             Driver::Reactor => "reactor",
             Driver::Threaded => "threaded",
             Driver::Iterative => "iterative",
+            Driver::Uring => "uring",
         })
     }
 }
 
 /// Every driver, for scenarios that run under each.
+#[cfg(feature = "uring")]
+pub const DRIVERS: [Driver; 4] = [
+    Driver::Reactor,
+    Driver::Threaded,
+    Driver::Iterative,
+    Driver::Uring,
+];
+/// Every driver, for scenarios that run under each (without the `uring` feature, which
+/// CI always has: `.ci/run` checks that the uring tests are listed).
+#[cfg(not(feature = "uring"))]
 pub const DRIVERS: [Driver; 3] = [Driver::Reactor, Driver::Threaded, Driver::Iterative];
 
 /// One `#[test]` per driver for a scenario written once as `fn(Driver)`:
-/// `per_driver!(scenario: on_reactor, on_threaded, on_iterative)` makes the three tests.
+/// `per_driver!(scenario: on_reactor, on_threaded, on_iterative)` makes the three tests,
+/// and a fourth, `scenario::uring`, for the completion driver (a module of the scenario's
+/// name holds it: modules and functions have separate namespaces).
 /// A scenario that cannot run under the iterative driver (it needs two clients served at
 /// once, which is exactly what that driver cannot do) says why, and the macro requires it:
 /// `per_driver!(scenario: on_reactor, on_threaded; not_iterative: "two clients at once")`.
@@ -68,6 +84,7 @@ macro_rules! per_driver {
         fn $iterative() {
             $scenario($crate::support::Driver::Iterative)
         }
+        $crate::support::per_driver!(@uring $scenario);
     };
     ($scenario:ident: $reactor:ident, $threaded:ident; not_iterative: $why:literal) => {
         #[test]
@@ -79,15 +96,31 @@ macro_rules! per_driver {
             $scenario($crate::support::Driver::Threaded)
         }
         const _: &str = $why;
+        $crate::support::per_driver!(@uring $scenario);
+    };
+    (@uring $scenario:ident) => {
+        #[cfg(feature = "uring")]
+        mod $scenario {
+            #[test]
+            fn uring() {
+                super::$scenario($crate::support::Driver::Uring)
+            }
+        }
     };
 }
 pub(crate) use per_driver;
 
 // `per_driver!` names the drivers one by one: a new driver must get its tests there too.
+#[cfg(feature = "uring")]
 const _: () = assert!(
     matches!(
         DRIVERS,
-        [Driver::Reactor, Driver::Threaded, Driver::Iterative]
+        [
+            Driver::Reactor,
+            Driver::Threaded,
+            Driver::Iterative,
+            Driver::Uring
+        ]
     ),
     "DRIVERS changed: teach per_driver! about the new driver"
 );
@@ -447,6 +480,9 @@ pub enum InProcServer {
     Reactor(BgReactor),
     /// A blocking server and the grace period of its graceful stop.
     Blocking(BlockingServer, Duration),
+    /// The completion driver and the grace period of its graceful stop.
+    #[cfg(feature = "uring")]
+    Uring(sockloop::uring::UringServer, Duration),
 }
 
 impl InProcServer {
@@ -465,6 +501,22 @@ impl InProcServer {
             }
             Driver::Threaded => Mode::Threaded,
             Driver::Iterative => Mode::Iterative,
+            #[cfg(feature = "uring")]
+            Driver::Uring => {
+                let factory: Factory =
+                    Arc::new(move || Box::new(make()) as Box<dyn Protocol + Send>);
+                let session = cfg.session_config(&cfg.timeouts);
+                let server = sockloop::uring::UringServer::spawn_with(
+                    &Endpoint::Inet(localhost()),
+                    factory,
+                    session,
+                    sockloop::uring::UringOptions::default(),
+                )
+                .expect("start the uring driver (io_uring works on this machine kind)");
+                return InProcServer::Uring(server, cfg.shutdown_grace);
+            }
+            #[cfg(not(feature = "uring"))]
+            Driver::Uring => panic!("the uring driver needs the `uring` feature"),
         };
         let listener =
             BlockingListener::bind(&Endpoint::Inet(localhost())).expect("bind a blocking listener");
@@ -480,6 +532,8 @@ impl InProcServer {
         match self {
             InProcServer::Reactor(bg) => bg.addr(),
             InProcServer::Blocking(s, _) => s.local_addr().inet().expect("a TCP address"),
+            #[cfg(feature = "uring")]
+            InProcServer::Uring(s, _) => s.local_addr().inet().expect("a TCP address"),
         }
     }
 
@@ -492,6 +546,11 @@ impl InProcServer {
             InProcServer::Blocking(s, grace) => {
                 // `join` returns once every connection has ended, at most `grace` after
                 // the stop began (then the rest are shut down).
+                s.shutdown(grace);
+                s.join();
+            }
+            #[cfg(feature = "uring")]
+            InProcServer::Uring(s, grace) => {
                 s.shutdown(grace);
                 s.join();
             }

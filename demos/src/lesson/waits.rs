@@ -713,6 +713,13 @@ pub fn lanes_from_trace(
                 reactor_line(&mut b, r, &mut turn, t, l.msg);
             }
         }
+        Driver::Uring => {
+            let r = b.lane("uring");
+            let mut turn: Vec<String> = Vec::new();
+            for (t, l) in parsed {
+                uring_line(&mut b, r, &mut turn, t, l.msg);
+            }
+        }
         Driver::Iterative | Driver::Threaded => {
             let accept = b.lane(&format!("{driver}-accept"));
             for (t, l) in parsed {
@@ -788,6 +795,74 @@ fn blocking_line(b: &mut Lanes, driver: Driver, accept: usize, t: f64, msg: &str
             }
         }
     }
+}
+
+/// One line of the completion driver's trace: asleep in `io_uring_enter` from the line
+/// that says it submits and waits until the next line; completions are the marks.
+fn uring_line(b: &mut Lanes, r: usize, turn: &mut Vec<String>, t: f64, msg: &str) {
+    if msg.starts_with("listening on ") {
+        b.switch(r, t, "", Some((State::Turn, "starting".into())));
+        return;
+    }
+    if let Some(p) = msg.strip_prefix("uring: io_uring_enter: ") {
+        let did = if turn.is_empty() {
+            "nothing traced".to_string()
+        } else {
+            turn.join(", ")
+        };
+        turn.clear();
+        b.switch(
+            r,
+            t,
+            &did,
+            Some((State::Asleep, format!("io_uring_enter: {p}"))),
+        );
+        return;
+    }
+    if b.state(r) == Some(State::Asleep) {
+        b.switch(
+            r,
+            t,
+            &format!("woken: {msg}"),
+            Some((State::Turn, String::new())),
+        );
+    }
+    let (kind, label) = if let Some((peer, id)) = accept_line(msg) {
+        b.accepts.push(Accepted {
+            conn: id,
+            port: port_of(peer),
+            at: t,
+        });
+        (MarkKind::Accept, format!("accept conn {id} completed"))
+    } else if let Some((id, rest)) = conn_line(msg) {
+        if let Some(n) = rest
+            .strip_prefix("recv completed: ")
+            .and_then(leading_number)
+        {
+            let label = if n == 0 {
+                format!("conn {id} recv completed: 0 B, EOF")
+            } else {
+                format!("conn {id} recv completed: {n} B")
+            };
+            (MarkKind::Read, label)
+        } else if let Some(n) = rest
+            .strip_prefix("send completed: the socket took ")
+            .and_then(leading_number)
+        {
+            (MarkKind::Wrote, format!("conn {id} send completed: {n} B"))
+        } else {
+            return;
+        }
+    } else {
+        return;
+    };
+    turn.push(label.clone());
+    b.lanes[r].marks.push(Mark {
+        kind,
+        at: t,
+        label,
+        title: format!("{t:.3} ms: {msg}"),
+    });
 }
 
 fn reactor_line(b: &mut Lanes, r: usize, turn: &mut Vec<String>, t: f64, msg: &str) {
@@ -894,6 +969,7 @@ fn blurb(d: Driver) -> &'static str {
         Driver::Iterative => "one thread serves one client at a time, to the end",
         Driver::Threaded => "a thread per connection, each blocked in its own read()",
         Driver::Reactor => "one thread, asleep in epoll_wait until a socket is ready",
+        Driver::Uring => "one thread, asleep in io_uring_enter until an operation completes",
     }
 }
 
@@ -901,6 +977,10 @@ fn blurb(d: Driver) -> &'static str {
 fn idle_threads(d: Driver) -> &'static str {
     match d {
         Driver::Reactor => "main (waiting for the reactor thread to end) and the Ctrl-C thread",
+        Driver::Uring => {
+            "main (waiting for the server to end), uring-server (joining the uring thread) \
+             and the Ctrl-C thread"
+        }
         _ => {
             "main (waiting for the server to end), blocking-server (joining the accept \
              thread) and the Ctrl-C thread"

@@ -18,20 +18,20 @@ fn options() -> LessonOptions {
 }
 
 #[test]
-fn iterative_blocks_threaded_and_reactor_answer() {
+fn iterative_blocks_threaded_reactor_and_uring_answer() {
     let opts = options();
     let mut out = Vec::new();
     let start = Instant::now();
     let report = lesson::run(&opts, &mut out).expect("the lesson runs");
     let took = start.elapsed();
     let table = String::from_utf8(out).expect("utf-8 table");
-    // Two 500 ms timeouts plus six short servers: far below this, even on a slow runner.
+    // Two 500 ms timeouts plus eight short servers: far below this, even on a slow runner.
     assert!(
         took < Duration::from_secs(20),
         "the lesson took {took:?}\n{table}"
     );
 
-    assert_eq!(report.rows.len(), 6, "{table}");
+    assert_eq!(report.rows.len(), 8, "{table}");
     for silent in [SMALL, MANY] {
         let row = |d| {
             report
@@ -44,7 +44,7 @@ fn iterative_blocks_threaded_and_reactor_answer() {
             "iterative with {silent}: {}\n{table}",
             it.answer
         );
-        for d in [Driver::Threaded, Driver::Reactor] {
+        for d in [Driver::Threaded, Driver::Reactor, Driver::Uring] {
             let r = row(d);
             assert!(
                 r.answer.answered(),
@@ -67,6 +67,11 @@ fn iterative_blocks_threaded_and_reactor_answer() {
             "threaded used {threaded} threads, the reactor {reactor}, with {MANY} silent \
              clients\n{table}"
         );
+        let uring = threads(Driver::Uring);
+        assert!(
+            threaded >= uring + MANY,
+            "threaded used {threaded} threads, uring {uring}, with {MANY} silent clients\n{table}"
+        );
         assert!(
             report
                 .rows
@@ -81,8 +86,8 @@ fn iterative_blocks_threaded_and_reactor_answer() {
         .iter()
         .position(|l| l.starts_with("driver") && l.contains("OS threads"))
         .unwrap_or_else(|| panic!("no header\n{table}"));
-    let rows = &lines[header + 1..header + 7];
-    for d in ["iterative", "threaded", "reactor"] {
+    let rows = &lines[header + 1..header + 9];
+    for d in ["iterative", "threaded", "reactor", "uring"] {
         assert_eq!(
             rows.iter().filter(|l| l.starts_with(d)).count(),
             2,

@@ -12,7 +12,12 @@ pub use self::core::*;
 pub use sockloop_demos::serve::Driver;
 
 /// Every driver, for scenarios that run under each.
-pub const DRIVERS: [Driver; 3] = [Driver::Reactor, Driver::Threaded, Driver::Iterative];
+pub const DRIVERS: [Driver; 4] = [
+    Driver::Reactor,
+    Driver::Threaded,
+    Driver::Iterative,
+    Driver::Uring,
+];
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -27,6 +32,7 @@ impl From<Driver> for self::core::Driver {
             Driver::Reactor => self::core::Driver::Reactor,
             Driver::Threaded => self::core::Driver::Threaded,
             Driver::Iterative => self::core::Driver::Iterative,
+            Driver::Uring => self::core::Driver::Uring,
         }
     }
 }
