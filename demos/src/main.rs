@@ -128,7 +128,7 @@ enum Command {
         /// Scenarios or families (echo, pipelined, large, idle, http, attack), comma-separated.
         #[arg(long, value_delimiter = ',')]
         scenario: Vec<String>,
-        /// Drivers to compare: reactor, threaded, iterative, tokio, mio (comma-separated).
+        /// Drivers to compare: reactor, uring, threaded, iterative, tokio, mio (comma-separated).
         #[arg(long, value_delimiter = ',')]
         drivers: Vec<String>,
         /// Measured seconds per scenario [default: 5, or 1 with --quick].

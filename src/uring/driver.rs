@@ -234,9 +234,26 @@ impl Driver {
         inbox: Arc<Inbox>,
         stats: Arc<UringStats>,
     ) -> io::Result<Driver> {
+        // One thread submits and reaps (SINGLE_ISSUER), so completions can wait to be run
+        // until it asks for them (DEFER_TASKRUN, 6.1+) instead of interrupting it as they
+        // come (COOP_TASKRUN is the older, weaker form). A kernel without them gets the
+        // plain ring.
         let ring = IoUring::builder()
             .setup_cqsize(opts.entries.saturating_mul(4))
+            .setup_single_issuer()
+            .setup_defer_taskrun()
             .build(opts.entries)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(opts.entries.saturating_mul(4))
+                    .setup_coop_taskrun()
+                    .build(opts.entries)
+            })
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(opts.entries.saturating_mul(4))
+                    .build(opts.entries)
+            })
             .map_err(unavailable)?;
         if !ring.params().is_feature_ext_arg() {
             return Err(io::Error::new(

@@ -41,6 +41,8 @@ pub enum BenchDriver {
     Threaded,
     /// `sockloop serve --driver iterative`.
     Iterative,
+    /// `sockloop serve --driver uring`: io_uring completions.
+    Uring,
     /// The `tokio_echo` example (a tokio current_thread echo server) for echo scenarios,
     /// the `hyper_hello` example (hyper on tokio current_thread) for HTTP ones.
     Tokio,
@@ -51,8 +53,9 @@ pub enum BenchDriver {
 
 impl BenchDriver {
     /// Every driver, in table order.
-    pub const ALL: [BenchDriver; 5] = [
+    pub const ALL: [BenchDriver; 6] = [
         BenchDriver::Reactor,
+        BenchDriver::Uring,
         BenchDriver::Threaded,
         BenchDriver::Iterative,
         BenchDriver::Tokio,
@@ -65,6 +68,7 @@ impl BenchDriver {
             BenchDriver::Reactor => "reactor",
             BenchDriver::Threaded => "threaded",
             BenchDriver::Iterative => "iterative",
+            BenchDriver::Uring => "uring",
             BenchDriver::Tokio => "tokio",
             BenchDriver::Mio => "mio",
         }
@@ -75,6 +79,7 @@ impl BenchDriver {
             BenchDriver::Reactor => Some(Driver::Reactor),
             BenchDriver::Threaded => Some(Driver::Threaded),
             BenchDriver::Iterative => Some(Driver::Iterative),
+            BenchDriver::Uring => Some(Driver::Uring),
             BenchDriver::Tokio | BenchDriver::Mio => None,
         }
     }
@@ -94,7 +99,7 @@ impl FromStr for BenchDriver {
             .find(|d| d.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown driver {s:?} (choose from reactor, threaded, iterative, tokio, mio)"
+                    "unknown driver {s:?} (choose from reactor, uring, threaded, iterative, tokio, mio)"
                 )
             })
     }
@@ -344,7 +349,7 @@ impl FromStr for Scenario {
 pub struct BenchOptions {
     /// The scenarios, in order (empty: [`Scenario::defaults`]).
     pub scenarios: Vec<Scenario>,
-    /// The drivers, in table order (empty: reactor, threaded, iterative, and tokio when
+    /// The drivers, in table order (empty: reactor, uring, threaded, iterative, and tokio when
     /// its example is built; mio only when named).
     pub drivers: Vec<BenchDriver>,
     /// Measured seconds per scenario. `None`: 5, or 1 with `quick`; a value set here
@@ -535,6 +540,7 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> io::Result<BenchReport> 
     let drivers = if opts.drivers.is_empty() {
         let mut d = vec![
             BenchDriver::Reactor,
+            BenchDriver::Uring,
             BenchDriver::Threaded,
             BenchDriver::Iterative,
         ];

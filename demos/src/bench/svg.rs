@@ -16,6 +16,7 @@ const BOTTOM: f64 = 50.0;
 fn color(d: BenchDriver) -> &'static str {
     match d {
         BenchDriver::Reactor => "#1f77b4",
+        BenchDriver::Uring => "#ff7f0e",
         BenchDriver::Threaded => "#d62728",
         BenchDriver::Iterative => "#7f7f7f",
         BenchDriver::Tokio => "#2ca02c",
