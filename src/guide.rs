@@ -40,7 +40,7 @@
 //! 8. [`ch08_message_boundaries`]: TCP has no message boundaries.
 //! 9. [`ch09_handshakes`]: the three- and four-way handshakes as the connection's states.
 //! 10. [`ch10_timers`]: timers and deadlines, and the slowloris attack.
-//! 11. [`ch11_completion_io`]: where completion-based I/O (io_uring) differs.
+//! 11. [`ch11_completion_io`]: completion I/O, the uring driver.
 //! 12. [`ch12_costs`]: what the reactor costs you.
 //!
 //! The reference pages the guide builds on: the [`reactor`](crate::reactor) module docs
@@ -545,7 +545,7 @@ pub mod ch06_sans_io {
     //! assert_eq!(sent, b"HELLO\n");
     //! ```
     //!
-    //! # The same machine under three drivers
+    //! # The same machine under three drivers (the fourth, io_uring, in chapter 11)
     //!
     //! ```
     //! use sockloop::blocking::{BlockingListener, BlockingServer, Mode};
@@ -1123,38 +1123,109 @@ pub mod ch10_timers {
 }
 
 pub mod ch11_completion_io {
-    //! 11. Where completion-based I/O (io_uring) differs from readiness.
-    //!
-    //! **sockloop does not implement completion-based I/O.** Every driver here is
-    //! readiness-based (mio: epoll, kqueue) or blocking; there is no io_uring driver and
-    //! no command to run for this chapter. What follows is how it would differ.
+    //! 11. Completion I/O: the uring driver.
     //!
     //! Readiness says "this socket can be read now; call `read` yourself". Completion
-    //! says "the read you asked for earlier is done; the bytes are in your buffer".
+    //! says "the read you asked for earlier is done; the bytes are in the buffer". The
+    //! fourth driver, `sockloop::uring` (cargo feature `uring`, on in the demos), drives
+    //! the same [`Session`](crate::session::Session) from io_uring completions on one
+    //! thread:
     //!
-    //! - **Buffer ownership.** With readiness the program lends a buffer only for the
-    //!   length of one `read` call, so the reactor can lend the same 64 KiB buffer to
-    //!   every connection, one after another, and an idle connection owns no buffer at
-    //!   all. With io_uring the kernel holds the buffer from submission until the
-    //!   completion arrives, which may be never for a silent peer. Each pending read needs
-    //!   its own buffer, or a pool the kernel picks from at completion time (provided
-    //!   buffers, buffer rings). In Rust the buffer cannot be a borrowed `&mut [u8]`: the
-    //!   operation must own it and give it back with the result, and cancelling means
-    //!   asking the kernel and waiting for its answer, not just dropping a future.
-    //! - **Fewer system calls.** Submissions and completions travel through rings shared
-    //!   with the kernel; one `io_uring_enter` can submit many operations and reap many
-    //!   results, and with polling mode none is needed. A readiness loop pays
-    //!   `epoll_wait` plus one `read` and one `write` per message (chapter 5), plus
-    //!   `epoll_ctl` whenever interest changes.
-    //! - **No `WouldBlock`.** A submitted read simply completes later, so there is no
-    //!   "read until `WouldBlock`" and no edge to miss; and regular files, which epoll
-    //!   refuses, work the same way as sockets.
+    //! ```text
+    //! $ RUST_LOG=trace sockloop serve echo --driver uring --addr 127.0.0.1:0
+    //! ```
     //!
-    //! The sans-I/O layers would survive the change: a completion driver could feed a
-    //! [`Session`](crate::session::Session) the bytes of each completed read and report
-    //! each completed send with `sent`. It would have to copy (or keep unchanged) the
-    //! bytes `poll_transmit` offers until the send completes, since the session lends
-    //! them only for the call. That driver does not exist yet.
+    //! The server's trace (timestamps and module names cut) for one client that sends
+    //! `hello\n`, reads the echo and closes:
+    //!
+    //! ```text
+    //! uring: a provided-buffer ring of 256 × 16384 bytes
+    //! uring: submit multishot accept on the listener (fd 7)
+    //! uring: io_uring_enter: submitting 2 ops, waiting for a completion
+    //! listening on 127.0.0.1:42289 (uring driver)
+    //! uring: 1 completions
+    //! accept 127.0.0.1:43886 as conn 0 (fd 8)
+    //! conn 0: submit recv (the kernel picks a buffer from the ring)
+    //! uring: io_uring_enter: submitting 1 ops, waiting for a completion
+    //! uring: 1 completions
+    //! conn 0: recv completed: 6 bytes in buffer 0
+    //! conn 0: submit send of 6 bytes (the buffer is the kernel's until it completes)
+    //! conn 0: submit recv (the kernel picks a buffer from the ring)
+    //! uring: io_uring_enter: submitting 2 ops, waiting for a completion or 60.000312614s
+    //! uring: 1 completions
+    //! conn 0: send completed: the socket took 6 of 6 bytes
+    //! uring: io_uring_enter: submitting 0 ops, waiting for a completion or 60.00023598s
+    //! uring: 1 completions
+    //! conn 0: recv completed: 0 bytes: end of stream
+    //! conn 0: state Open (ESTABLISHED) => PeerClosed (CLOSE_WAIT)
+    //! conn 0: closing: peer closed, all output sent
+    //! conn 0: state PeerClosed (CLOSE_WAIT) => Closed
+    //! close conn 0: peer closed, all output sent
+    //! ```
+    //!
+    //! Set it beside chapter 5's reactor turn. There is no `epoll_wait` and no
+    //! `WouldBlock`: the receive is submitted before any byte has arrived and completes
+    //! when one does; the accept was submitted once (multishot) and keeps completing; one
+    //! `io_uring_enter` carries the echo's send and the next receive together, and waits
+    //! (60 s is the idle timeout, the session's one deadline, as the wait's own timeout).
+    //!
+    //! - **Buffer ownership.** With readiness the program lends a buffer for the length of
+    //!   one `read` call, so the reactor lends one 64 KiB buffer to every connection in
+    //!   turn. With io_uring the kernel holds the buffer from submission until the
+    //!   completion, which may be never for a silent peer. The driver therefore gives the
+    //!   kernel a *pool* (a provided-buffer ring: "buffer 0" above): the kernel picks a
+    //!   buffer only when data arrives, and the driver hands it back as soon as the
+    //!   session has been fed. A send's bytes are copied into the connection's own buffer,
+    //!   which is the kernel's until the send completes; the session keeps its copy,
+    //!   counted unsent, so its limits see exactly what the reactor's would. In Rust the
+    //!   buffer cannot be a borrowed `&mut [u8]` (monoio's "rent" API makes it owned, given
+    //!   back with the result), and cancelling means asking the kernel and waiting for its
+    //!   answer: a connection's slot is freed only after its operations have completed.
+    //! - **Fewer system calls, not less work.** At 64 busy connections one
+    //!   `io_uring_enter` submits and reaps about a hundred socket operations, where the
+    //!   reactor makes a `recvfrom` and a `sendto` per message. But on this VM the kernel's
+    //!   TCP work is 96% of either server's CPU (perf): the per-operation cost of io_uring
+    //!   (arming a poll for a receive that must wait, running its completion) is about
+    //!   what the system call it saves cost, so the two cost the same per message within
+    //!   this VM's noise (BENCHMARKING.md has the table). Axboe's "Efficient IO with
+    //!   io_uring" and liburing#189 (epoll ahead on small-message echo) say the same.
+    //! - **Backpressure is not asking.** One receive per connection is in flight, and a
+    //!   new one is submitted only while the session wants input; a multishot receive
+    //!   would have to be cancelled to pause.
+    //!
+    //! Under the three other drivers the same program serves the same bytes; chapter 6's
+    //! machine runs here too:
+    //!
+    //! ```
+    //! # #[cfg(feature = "uring")] {
+    //! use sockloop::net::Endpoint;
+    //! use sockloop::proto::{Out, PeerError, Protocol};
+    //! use sockloop::uring::UringServer;
+    //! use std::io::{Read, Write};
+    //! use std::sync::Arc;
+    //!
+    //! struct Echo;
+    //! impl Protocol for Echo {
+    //!     fn handle_input(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<usize, PeerError> {
+    //!         out.push(input);
+    //!         Ok(input.len())
+    //!     }
+    //! }
+    //!
+    //! let at = Endpoint::Inet("127.0.0.1:0".parse().unwrap());
+    //! let server = UringServer::spawn(&at, Arc::new(|| Box::new(Echo) as Box<dyn Protocol + Send>))
+    //!     .expect("io_uring works here");
+    //! let addr = server.local_addr().inet().unwrap();
+    //! let mut c = std::net::TcpStream::connect(addr).unwrap();
+    //! c.write_all(b"hello").unwrap();
+    //! let mut got = [0u8; 5];
+    //! c.read_exact(&mut got).unwrap();
+    //! assert_eq!(&got, b"hello");
+    //! drop(c);
+    //! server.shutdown(std::time::Duration::from_secs(1));
+    //! server.join();
+    //! # }
+    //! ```
 }
 
 pub mod ch12_costs {

@@ -24,7 +24,8 @@
 //!                                                                  a demo's machine
 //!
 //!  The blocking drivers (threaded: a thread per connection; iterative: one client at a
-//!  time) drive the very same Session and Protocol values. Only the driver differs, so
+//!  time) and the completion driver (io_uring) drive the very same Session and Protocol
+//!  values. Only the driver differs, so
 //!  the benchmark and the lesson compare exactly one thing: how I/O waits.
 //! ```
 //!
@@ -46,6 +47,9 @@
 //!   a cross-thread handle, graceful shutdown, nesting in another loop. One turn of its
 //!   loop is documented step by step there.
 //! - [`blocking`]: the threaded and iterative drivers over `std::net`.
+//! - `uring` (cargo feature `uring`, Linux): the completion driver, one thread and one
+//!   io_uring: receives, sends and accepts handed to the kernel and reaped as they
+//!   complete, from a provided-buffer ring.
 //! - [`buf`]: the output buffer and the one write-until-`WouldBlock` loop.
 //! - [`net`]: addresses, listener set-up (backlog, `SO_REUSEADDR`), socket options, and
 //!   process facts (fd limit).

@@ -15,7 +15,10 @@
 //!   accept thread does nothing else); "running" is the rest of a connection's life;
 //! - reactor: "asleep in epoll_wait" spans from a `poll: sleeping` line to the loop's
 //!   next line, then the turn's work up to the next `poll:` line, with its events,
-//!   accepts, reads, writes and WouldBlocks as marks (and one turn zoomed in).
+//!   accepts, reads, writes and WouldBlocks as marks (and one turn zoomed in);
+//! - uring: "asleep in io_uring_enter" spans from each `io_uring_enter` line to the
+//!   loop's next line, then the turn's work, with the accepts and the receives and sends
+//!   that completed as marks.
 //!
 //! The threads are told apart by the trace's text: the blocking drivers name the thread
 //! in every `blocking in` line; a connection's other lines belong to the thread that
@@ -650,6 +653,9 @@ impl Lanes {
                 State::Read => format!("blocked in read() on {}", o.what),
                 State::Write => format!("blocked in write() on {}", o.what),
                 State::Running => format!("running: serving {}", o.what),
+                State::Asleep if o.what.starts_with("io_uring_enter") => {
+                    format!("asleep in {}", o.what)
+                }
                 State::Asleep => format!("asleep in epoll_wait ({})", o.what),
                 State::Turn => format!("a turn's work ({})", o.what),
             };
@@ -1030,10 +1036,13 @@ pub fn render(recs: &[Recording]) -> String {
             (State::Running, "running: serving a connection"),
         ],
         &[
-            (State::Asleep, "reactor: asleep in epoll_wait"),
+            (
+                State::Asleep,
+                "reactor, uring: asleep in epoll_wait, io_uring_enter",
+            ),
             (
                 State::Turn,
-                "reactor: a turn's work (events, accepts, reads, writes)",
+                "a turn's work (events or completions, accepts, reads, writes)",
             ),
         ],
     ];
@@ -1109,11 +1118,14 @@ pub fn render(recs: &[Recording]) -> String {
          returned\", likewise write(); accept() has no line of its own,</text>\n\
          <text x=\"20\" y=\"{}\" font-size=\"11\" fill=\"#555\">so an accept thread's time \
          between accepts is drawn as blocked in it. The reactor sleeps from \"poll: \
-         sleeping\" to its next line, and works until the next \"poll:\".</text>",
+         sleeping\" to its next line, and works until the next \"poll:\".</text>\n\
+         <text x=\"20\" y=\"{}\" font-size=\"11\" fill=\"#555\">The uring driver \
+         likewise sleeps from each \"io_uring_enter\" line to its next line.</text>",
         y + 4.0,
-        y + 18.0
+        y + 18.0,
+        y + 32.0
     );
-    y += 30.0;
+    y += 44.0;
 
     let mut s = String::new();
     let _ = writeln!(
