@@ -1035,3 +1035,23 @@ impl Drop for Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable;
+    use std::io;
+
+    #[test]
+    fn a_refused_ring_is_a_clear_error_that_names_the_way_out() {
+        for (errno, kind) in [
+            (libc::ENOSYS, io::ErrorKind::Unsupported),
+            (libc::EPERM, io::ErrorKind::PermissionDenied),
+        ] {
+            let e = unavailable(io::Error::from_raw_os_error(errno));
+            assert_eq!(e.kind(), kind, "{e}");
+            let text = e.to_string();
+            assert!(text.starts_with("io_uring is unavailable here ("), "{text}");
+            assert!(text.ends_with("use --driver reactor"), "{text}");
+        }
+    }
+}
