@@ -443,7 +443,10 @@ pub fn spawn_with(
                 &at,
                 factory,
                 session,
-                sockloop::uring::UringOptions::default(),
+                sockloop::uring::UringOptions {
+                    max_connections: cfg.max_connections,
+                    ..sockloop::uring::UringOptions::default()
+                },
             )?;
             let bound = server.local_addr().clone();
             let stop = server.stopper(cfg.shutdown_grace);

@@ -170,6 +170,12 @@ pub(super) struct Driver {
     multishot_accept: bool,
     listener: Option<Listener>,
     accept_armed: bool,
+    /// At `max_connections`: no accept is submitted until a slot frees.
+    accept_full: bool,
+    max_connections: usize,
+    /// Accepted over the limit (by a multishot accept's last batch): served in order as
+    /// slots free, closed unserved if the server stops first.
+    waiting: std::collections::VecDeque<Sock>,
     /// After an accept failed for want of fds: when to try again.
     accept_retry: Option<Instant>,
     warned: crate::net::Throttle,
@@ -289,6 +295,9 @@ impl Driver {
             multishot_accept: opts.multishot_accept,
             listener: None,
             accept_armed: false,
+            accept_full: false,
+            max_connections: opts.max_connections.max(1),
+            waiting: std::collections::VecDeque::new(),
             accept_retry: None,
             warned: crate::net::Throttle::default(),
             conns: Slab::new(),
@@ -363,7 +372,7 @@ impl Driver {
     }
 
     fn arm_accept(&mut self) {
-        if self.accept_armed || self.state != RUNNING || self.finishing {
+        if self.accept_armed || self.accept_full || self.state != RUNNING || self.finishing {
             return;
         }
         let Some(fd) = self.listener.as_ref().map(Listener::fd) else {
@@ -536,6 +545,7 @@ impl Driver {
             self.open(res);
         }
         if !self.accept_armed && self.accept_retry.is_none() {
+            // (Not at the limit: `arm_accept` checks.)
             self.arm_accept();
         }
     }
@@ -557,6 +567,29 @@ impl Driver {
             self.stats.closed.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        if self.conns.len() >= self.max_connections {
+            // At the limit: accepts stop (a multishot one is cancelled), and what its last
+            // batch accepted waits unserved, as it would in the backlog, for a free slot.
+            self.stats.accept_limit_hits.fetch_add(1, Ordering::Relaxed);
+            if !self.accept_full {
+                log::debug!(
+                    "uring: {} connections open, the limit: accepting paused",
+                    self.conns.len()
+                );
+                self.accept_full = true;
+                if self.accept_armed {
+                    self.cancel(user_data(OP_ACCEPT, 0, 0));
+                }
+            }
+            self.waiting.push_back(sock);
+            return;
+        }
+        self.serve(sock);
+    }
+
+    /// Opens a session for an accepted socket.
+    fn serve(&mut self, sock: Sock) {
+        let fd = sock.fd();
         let (peer, local) = match &sock {
             Sock::Tcp(s) => {
                 let _ = s.set_nodelay(true);
@@ -704,6 +737,7 @@ impl Driver {
                 if !c.recv && !c.send {
                     // Every operation has completed: the socket closes with the slot.
                     self.conns.remove(key);
+                    self.slot_freed();
                 }
                 return;
             }
@@ -787,6 +821,21 @@ impl Driver {
                 }
             }
             return;
+        }
+    }
+
+    /// A slot was freed: a connection that waited for one is served, or accepting
+    /// resumes.
+    fn slot_freed(&mut self) {
+        if self.state != RUNNING {
+            return;
+        }
+        if let Some(sock) = self.waiting.pop_front() {
+            self.serve(sock);
+        } else if self.accept_full && self.conns.len() < self.max_connections {
+            log::debug!("uring: below the connection limit again: accepting");
+            self.accept_full = false;
+            self.arm_accept();
         }
     }
 
@@ -912,6 +961,9 @@ impl Driver {
                 }
                 self.listener = None;
                 self.accept_retry = None;
+                let unserved = self.waiting.len() as u64;
+                self.waiting.clear();
+                self.stats.closed.fetch_add(unserved, Ordering::Relaxed);
             }
             self.state = asked;
             if asked == DRAINING {

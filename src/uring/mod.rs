@@ -100,6 +100,8 @@ pub struct UringStats {
     pub enters: AtomicU64,
     /// Completions handled.
     pub completions: AtomicU64,
+    /// Connections accepted at the connection limit (they waited for a free slot).
+    pub accept_limit_hits: AtomicU64,
 }
 
 /// How the driver uses the ring. The defaults use what the kernel has; the fallbacks can be
@@ -117,6 +119,10 @@ pub struct UringOptions {
     pub buffer_ring: bool,
     /// Use multishot accept if the kernel has it (5.19+). Default true.
     pub multishot_accept: bool,
+    /// Most connections open at once; at the limit accepting pauses and new connections
+    /// wait in the kernel's listen backlog until one closes. Default: the process's fd
+    /// limit minus 32, as the reactor's ([`crate::reactor::Config::max_connections`]).
+    pub max_connections: usize,
 }
 
 impl Default for UringOptions {
@@ -127,6 +133,7 @@ impl Default for UringOptions {
             buffer_size: 16 * 1024,
             buffer_ring: true,
             multishot_accept: true,
+            max_connections: crate::reactor::Config::default().max_connections,
         }
     }
 }

@@ -510,7 +510,10 @@ impl InProcServer {
                     &Endpoint::Inet(localhost()),
                     factory,
                     session,
-                    sockloop::uring::UringOptions::default(),
+                    sockloop::uring::UringOptions {
+                        max_connections: cfg.max_connections,
+                        ..sockloop::uring::UringOptions::default()
+                    },
                 )
                 .expect("start the uring driver (io_uring works on this machine kind)");
                 return InProcServer::Uring(server, cfg.shutdown_grace);

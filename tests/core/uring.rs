@@ -152,3 +152,50 @@ fn a_stop_closes_every_connection_at_once() {
     let _ = c.read_to_end(&mut rest);
     assert!(rest.is_empty(), "nothing after the stop: {rest:?}");
 }
+
+#[test]
+fn at_the_connection_limit_clients_wait_until_a_slot_frees() {
+    let server = start(
+        Endpoint::Inet("127.0.0.1:0".parse().unwrap()),
+        UringOptions {
+            max_connections: 3,
+            ..UringOptions::default()
+        },
+    );
+    let addr = server.local_addr().inet().unwrap();
+    let mut clients: Vec<Option<std::net::TcpStream>> =
+        (0..5).map(|_| Some(connect(addr))).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.as_mut()
+            .unwrap()
+            .write_all(format!("client {i}").as_bytes())
+            .unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate().take(3) {
+        assert_eq!(
+            read_exact_n(c.as_mut().unwrap(), 8),
+            format!("client {i}").as_bytes(),
+            "client {i} is within the limit and is served"
+        );
+    }
+    for (i, c) in clients.iter_mut().enumerate().skip(3) {
+        crate::support::assert_silent(
+            c.as_mut().unwrap(),
+            Duration::from_millis(300),
+            &format!("client {i} is over the limit of 3"),
+        );
+    }
+    // Two leave: the two that waited are served, in order.
+    drop(clients[0].take());
+    drop(clients[1].take());
+    for (i, c) in clients.iter_mut().enumerate().skip(3) {
+        assert_eq!(
+            read_exact_n(c.as_mut().unwrap(), 8),
+            format!("client {i}").as_bytes(),
+            "client {i} is served once a slot frees"
+        );
+    }
+    assert!(server.stats().accept_limit_hits.load(Ordering::SeqCst) > 0);
+    server.shutdown(Duration::from_secs(1));
+    server.join();
+}

@@ -183,11 +183,21 @@ fn emfile_backoff_and_recovery_threaded() {
     emfile_recovery(Driver::Threaded);
 }
 
-/// `--max-connections` reaches the reactor: over the limit, clients wait in the backlog
-/// until a served one leaves.
+/// `--max-connections` reaches the reactor and the uring driver (the blocking drivers
+/// have no limit of their own: a thread or a turn per connection): over the limit,
+/// clients wait in the backlog until a served one leaves.
 #[test]
 fn max_connections_flag_limits_the_reactor() {
-    let server = ServerProc::start("echo", Driver::Reactor, &["--max-connections", "2"]);
+    max_connections_flag_limits(Driver::Reactor)
+}
+
+#[test]
+fn max_connections_flag_limits_the_uring_driver() {
+    max_connections_flag_limits(Driver::Uring)
+}
+
+fn max_connections_flag_limits(driver: Driver) {
+    let server = ServerProc::start("echo", driver, &["--max-connections", "2"]);
     let mut clients: Vec<Option<TcpStream>> = (0..3).map(|_| Some(client(server.addr))).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         c.as_mut()
