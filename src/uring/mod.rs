@@ -24,7 +24,7 @@
 //! move nor free it (monoio's "rent" API makes this a type: a buffer passed in is only
 //! returned with the result). Here that shapes three things:
 //!
-//! - **Receives** take their buffers from a provided-buffer ring ([`buffers`]): the kernel
+//! - **Receives** take their buffers from a provided-buffer ring (`buffers.rs`): the kernel
 //!   picks a buffer only when data arrives, so a silent connection holds none, and the
 //!   buffer goes back to the pool as soon as its bytes have been fed to the session.
 //!   (Where the kernel has no buffer rings, before Linux 5.19, each connection gets a
