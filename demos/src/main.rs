@@ -25,7 +25,7 @@ enum Command {
     /// Try `RUST_LOG=trace` to watch every readiness event, read and write.
     ///
     /// Ctrl-C (or SIGTERM) stops the server gracefully; a second one exits at once. The
-    /// reactor closes its listeners (new connects are refused), asks each open
+    /// reactor (and the uring driver) closes its listeners (new connects are refused), asks each open
     /// connection's protocol to finish (by default it closes once its output is sent, so
     /// an idle connection gets our FIN at once), waits up to --shutdown-grace for the
     /// rest, then closes them. The threaded and iterative drivers stop accepting, wake
@@ -67,7 +67,7 @@ enum Command {
         /// Chat: seconds of silence before a client is dropped.
         #[arg(long, value_name = "SECS", default_value_t = 60.0)]
         drop_after: f64,
-        /// Most connections open at once (reactor driver); more wait in the backlog.
+        /// Most connections open at once (reactor and uring drivers); more wait in the backlog.
         #[arg(long)]
         max_connections: Option<usize>,
         /// Close a connection after this many seconds without a byte either way.
