@@ -25,10 +25,10 @@ enum Command {
     /// Try `RUST_LOG=trace` to watch every readiness event, read and write.
     ///
     /// Ctrl-C (or SIGTERM) stops the server gracefully; a second one exits at once. The
-    /// reactor (and the uring driver) closes its listeners (new connects are refused), asks each open
-    /// connection's protocol to finish (by default it closes once its output is sent, so
-    /// an idle connection gets our FIN at once), waits up to --shutdown-grace for the
-    /// rest, then closes them. The threaded and iterative drivers stop accepting, wake
+    /// reactor (and the uring driver) closes its listeners (new connects are refused),
+    /// asks each open connection's protocol to finish (by default it closes once its
+    /// output is sent, so an idle connection gets our FIN at once), waits up to
+    /// --shutdown-grace for the rest, then closes them. The threaded and iterative drivers stop accepting, wake
     /// each connection's blocked read with shutdown(Read) (so what the peer sends after
     /// that is not read) and ask its protocol to finish the same way; after
     /// --shutdown-grace they shut down both directions of every connection still open.
