@@ -39,15 +39,65 @@ pub struct Ready {
     pub priority: bool,
 }
 
-impl Ready {
-    pub(crate) fn of(ev: &mio::event::Event) -> Ready {
+/// Readiness as the loop hands it on: a [`Ready`], or the poller's event itself, whose
+/// flags are then read only where they are asked for (a connection's visit tests a few;
+/// packing all five first showed in the profile of every message).
+pub(crate) trait Readiness: Copy {
+    /// Bytes (or a connection, or end of stream) can be read.
+    fn readable(self) -> bool;
+    /// The socket's send buffer has room.
+    fn writable(self) -> bool;
+    /// The peer closed its sending side, or the fd hung up.
+    fn read_closed(self) -> bool;
+    /// An error is pending on the fd.
+    fn error(self) -> bool;
+    /// Urgent (out-of-band) data arrived.
+    fn priority(self) -> bool;
+    /// All of it, as a [`Ready`].
+    fn ready(self) -> Ready {
         Ready {
-            readable: ev.is_readable(),
-            writable: ev.is_writable(),
-            read_closed: ev.is_read_closed(),
-            error: ev.is_error(),
-            priority: ev.is_priority(),
+            readable: self.readable(),
+            writable: self.writable(),
+            read_closed: self.read_closed(),
+            error: self.error(),
+            priority: self.priority(),
         }
+    }
+}
+
+impl Readiness for Ready {
+    fn readable(self) -> bool {
+        self.readable
+    }
+    fn writable(self) -> bool {
+        self.writable
+    }
+    fn read_closed(self) -> bool {
+        self.read_closed
+    }
+    fn error(self) -> bool {
+        self.error
+    }
+    fn priority(self) -> bool {
+        self.priority
+    }
+}
+
+impl Readiness for &mio::event::Event {
+    fn readable(self) -> bool {
+        self.is_readable()
+    }
+    fn writable(self) -> bool {
+        self.is_writable()
+    }
+    fn read_closed(self) -> bool {
+        self.is_read_closed()
+    }
+    fn error(self) -> bool {
+        self.is_error()
+    }
+    fn priority(self) -> bool {
+        self.is_priority()
     }
 }
 
@@ -239,6 +289,33 @@ impl Conn {
         }
     }
 
+    /// Derives the interest and the deadline again after a visit: re-registers if the
+    /// interest changed (closing the connection if that fails), arms a timer if the
+    /// deadline moved earlier.
+    #[inline(always)]
+    pub fn refresh(&mut self, registry: &Registry, core: &mut Core, tag: Tag) {
+        // Nearly always neither changed: only the comparisons are inline.
+        if self.interest() != self.registered {
+            self.reregister(registry, core, tag);
+        }
+        // Armed on the millisecond grid, rounded up: late by under 1 ms, never early
+        // (`NEVER`, no deadline, is never below the one armed).
+        let at_ms = self.session.poll_timeout_ms();
+        if at_ms < self.armed {
+            self.arm_at(at_ms, core, tag);
+        }
+    }
+
+    /// [`Conn::refresh`] once the derived interest differs from the registered one.
+    #[cold]
+    #[inline(never)]
+    fn reregister(&mut self, registry: &Registry, core: &mut Core, tag: Tag) {
+        if let Err(e) = self.update_interest(registry, tag) {
+            log::warn!("conn {}: reregister failed: {e}", tag.key);
+            self.close(tag, core, CloseReason::Io(e.kind()));
+        }
+    }
+
     /// Re-registers with the poller if and only if the derived interest changed.
     pub fn update_interest(&mut self, registry: &Registry, tag: Tag) -> io::Result<()> {
         let want = self.interest();
@@ -255,29 +332,25 @@ impl Conn {
         Ok(())
     }
 
-    /// Arms a timer if this connection's deadline is now earlier than the one armed.
-    pub fn arm_deadline(&mut self, core: &mut Core, tag: Tag) {
-        if let Some(at) = self.session.poll_timeout() {
-            // Armed on the millisecond grid, rounded up: late by under 1 ms, never early.
-            let at_ms = clock::ceil(at);
-            if at_ms < self.armed {
-                if log::log_enabled!(log::Level::Trace) {
-                    let left = clock::instant(at_ms).saturating_duration_since(core.now);
-                    let was = if self.armed == clock::NEVER {
-                        String::new()
-                    } else {
-                        " (moved earlier)".to_string()
-                    };
-                    log::trace!(
-                        "conn {}: deadline armed: {:.1} ms from now{was}",
-                        tag.key,
-                        left.as_secs_f64() * 1e3
-                    );
-                }
-                core.timers.arm(clock::instant(at_ms), TimerKind::Conn(tag));
-                self.armed = at_ms;
-            }
+    /// Arms a timer for `at_ms`: this connection's deadline is now earlier than the one
+    /// armed.
+    #[inline(never)]
+    fn arm_at(&mut self, at_ms: u64, core: &mut Core, tag: Tag) {
+        if log::log_enabled!(log::Level::Trace) {
+            let left = clock::instant(at_ms).saturating_duration_since(core.now);
+            let was = if self.armed == clock::NEVER {
+                String::new()
+            } else {
+                " (moved earlier)".to_string()
+            };
+            log::trace!(
+                "conn {}: deadline armed: {:.1} ms from now{was}",
+                tag.key,
+                left.as_secs_f64() * 1e3
+            );
         }
+        core.timers.arm(clock::instant(at_ms), TimerKind::Conn(tag));
+        self.armed = at_ms;
     }
 
     // ---- events -----------------------------------------------------------------------
@@ -355,29 +428,29 @@ impl Conn {
     }
 
     /// The poller reported readiness for this connection.
-    pub fn ready(&mut self, ev: Ready, tag: Tag, core: &mut Core) {
+    pub fn ready(&mut self, ev: impl Readiness, tag: Tag, core: &mut Core) {
         if self.phase() == Phase::Closed {
             return;
         }
         // A connect is decided by WRITABLE (or an error); until then nothing else applies.
         if self.phase() == Phase::Connecting {
-            let decided = ev.writable || ev.error || ev.read_closed;
+            let decided = ev.writable() || ev.error() || ev.read_closed();
             if !decided || !self.finish_connect(tag, core) {
                 return self.finish(tag, core);
             }
         }
-        if ev.read_closed {
+        if ev.read_closed() {
             self.set(FIN_SEEN, true);
         }
-        if ev.priority {
+        if ev.priority() {
             log::trace!("conn {}: urgent data: reading to WouldBlock", tag.key);
             self.set(URGENT, true);
         }
         // An error event also counts as readable: the read will return the error itself.
-        if ev.readable || ev.read_closed || ev.error || ev.priority {
+        if ev.readable() || ev.read_closed() || ev.error() || ev.priority() {
             self.set(READ_READY, true);
         }
-        if ev.writable || ev.error {
+        if ev.writable() || ev.error() {
             self.set(WRITE_BLOCKED, false);
         }
         self.drive(tag, core, Visit::Read);
@@ -444,6 +517,9 @@ impl Conn {
     /// (a timer, a delivery, the application) only transmits, and leaves input it finds
     /// waiting to a revisit, so no turn reads more than one budget.
     fn drive(&mut self, tag: Tag, core: &mut Core, visit: Visit) {
+        // The context is this connection's for the whole visit: nothing in it lends the
+        // context to another connection (what protocols defer runs at the end of the turn).
+        let _ = core.cx(tag);
         let full = core.cfg.read_budget;
         let mut budget = match (self.has(REVISIT_QUEUED), visit) {
             // This turn's budget is spent: only write what is owed.
@@ -508,7 +584,7 @@ impl Conn {
                         );
                     }
                     budget.read = budget.read.saturating_sub(n);
-                    let (cx, input) = core.cx_and_input(tag, n);
+                    let (cx, input) = core.input(n);
                     self.session.feed(cx, input);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -536,10 +612,21 @@ impl Conn {
     }
 
     /// Offers the socket what the session owes, sends the FIN it asks for, and asks a
-    /// streaming protocol for more while the budget lasts.
+    /// streaming protocol for more while the budget lasts. The context is this
+    /// connection's (set by [`Conn::drive`]).
+    #[inline(always)]
     fn transmit(&mut self, tag: Tag, core: &mut Core, budget: &mut Budget) {
-        // Set the context to this connection for the `sent`/`fin_sent`/`writable` calls.
-        let _ = core.cx(tag);
+        // Nothing owed, no FIN due, no stream waiting, no backpressure to account for: the
+        // loop below would only find that out (a visit's first transmit, nearly always).
+        if !self.has(PAUSED) && self.session.is_quiet(&core.cx) {
+            return;
+        }
+        self.transmit_owed(tag, core, budget);
+    }
+
+    /// [`Conn::transmit`] with something to do.
+    #[inline(always)]
+    fn transmit_owed(&mut self, tag: Tag, core: &mut Core, budget: &mut Budget) {
         loop {
             let bytes = self.session.poll_transmit(&core.cx);
             if !bytes.is_empty() && self.has(WRITE_BLOCKED) {
@@ -561,6 +648,11 @@ impl Conn {
                         if n < offered {
                             self.set(WRITE_BLOCKED, true);
                             break;
+                        }
+                        // All of it went and nothing else is owed (an echo's reply, nearly
+                        // always): what is left below would only find that out again.
+                        if !self.has(PAUSED) && self.session.is_quiet(&core.cx) {
+                            return;
                         }
                     }
                     Err(e) => {
@@ -653,7 +745,17 @@ impl Conn {
     }
 
     /// If the session has ended: count and log why, and queue the slot for reaping.
+    #[inline]
     fn finish(&mut self, tag: Tag, core: &mut Core) {
+        if self.phase() == Phase::Closed {
+            self.finish_closed(tag, core);
+        }
+    }
+
+    /// [`Conn::finish`] once the session is `Closed` (its reason not yet taken, or taken).
+    #[cold]
+    #[inline(never)]
+    fn finish_closed(&mut self, tag: Tag, core: &mut Core) {
         let Some(reason) = self.session.poll_close() else {
             return;
         };
@@ -678,6 +780,7 @@ impl Conn {
     }
 }
 
+#[inline(always)]
 fn trace_write(tag: Tag, written: usize, offered: usize) {
     if written == offered {
         log::trace!("conn {}: wrote {written} bytes", tag.key);

@@ -124,7 +124,7 @@ use crate::error::panic_message;
 use crate::net::{Endpoint, SocketOptions};
 use crate::proto::{CloseReason, DatagramProtocol, Protocol, Transmit};
 use crate::session::{clock, Context, SessionConfig};
-use conn::Conn;
+use conn::{Conn, Readiness};
 use handle::{Command, Shared};
 use mio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use mio::{Events, Poll};
@@ -392,6 +392,12 @@ impl Core {
         self.cx.now = self.now;
         self.cx.id = tag.key as u64;
         self.cx.token = tag.id();
+        (&mut self.cx, &self.read_buf[..n])
+    }
+
+    /// The call context as it is (already set to the connection being visited), with the
+    /// first `n` bytes of the read buffer lent beside it.
+    fn input(&mut self, n: usize) -> (&mut Context, &[u8]) {
         (&mut self.cx, &self.read_buf[..n])
     }
 }
@@ -1645,7 +1651,7 @@ impl Reactor {
         let mut handled = 0;
         for ev in events.iter() {
             handled += 1;
-            self.dispatch(ev.token(), Ready::of(ev));
+            self.dispatch(ev.token(), ev);
         }
         self.events = events;
         self.core.stats.events += handled as u64;
@@ -1653,7 +1659,7 @@ impl Reactor {
         // 4. Connections that yielded last turn.
         let revisiting = std::mem::take(&mut self.revisiting);
         for &tag in &revisiting {
-            self.visit(tag, None);
+            self.visit::<Ready>(tag, None);
         }
         self.revisiting = revisiting;
         self.revisiting.clear();
@@ -1731,7 +1737,7 @@ impl Reactor {
         self.reap();
     }
 
-    fn dispatch(&mut self, token: mio::Token, ready: Ready) {
+    fn dispatch(&mut self, token: mio::Token, ready: impl Readiness) {
         match Wake::from_token(token) {
             Wake::Waker => {
                 log::trace!("event: waker");
@@ -1743,11 +1749,11 @@ impl Reactor {
                     "event: slot {} gen {}: readable={} writable={} read_closed={} error={}{}",
                     tag.key,
                     tag.gen,
-                    ready.readable,
-                    ready.writable,
-                    ready.read_closed,
-                    ready.error,
-                    if ready.priority { " priority" } else { "" }
+                    ready.readable(),
+                    ready.writable(),
+                    ready.read_closed(),
+                    ready.error(),
+                    if ready.priority() { " priority" } else { "" }
                 );
                 self.visit(tag, Some(ready));
             }
@@ -1755,7 +1761,7 @@ impl Reactor {
     }
 
     /// Handles readiness (`Some`) or a revisit (`None`) for one source.
-    fn visit(&mut self, tag: Tag, ready: Option<Ready>) {
+    fn visit<R: Readiness>(&mut self, tag: Tag, ready: Option<R>) {
         let Some(entry) = live(&mut self.slots, tag) else {
             log::trace!(
                 "stale token: slot {} gen {} is gone or reused; event dropped",
@@ -1783,11 +1789,17 @@ impl Reactor {
                     None => conn.revisit(tag, &mut self.core),
                 }
                 self.shared.set_current(None);
-                self.after_conn_visit(tag);
+                // `after_conn_visit`, with the slot in hand rather than looked up again.
+                conn.refresh(self.poll.registry(), &mut self.core, tag);
+                if !self.core.released.is_empty() {
+                    self.release_holds();
+                }
             }
             Entry::Datagram(d) => {
                 match ready {
-                    Some(r) => d.ready(r.readable || r.error, r.writable, tag, &mut self.core),
+                    Some(r) => {
+                        d.ready(r.readable() || r.error(), r.writable(), tag, &mut self.core)
+                    }
                     None => d.revisit(tag, &mut self.core),
                 }
                 if let Err(e) = d.update_interest(self.poll.registry(), tag) {
@@ -1799,7 +1811,7 @@ impl Reactor {
                 let Some(mut callback) = w.callback.take() else {
                     return;
                 };
-                let ready = ready.unwrap_or_default();
+                let ready = ready.map_or_else(Ready::default, Readiness::ready);
                 let ran = catch_unwind(AssertUnwindSafe(|| callback(self, tag.id(), ready)));
                 match ran {
                     Ok(()) => {
@@ -1829,11 +1841,7 @@ impl Reactor {
     /// Derives a connection's interest and deadline again.
     fn refresh_conn(&mut self, tag: Tag) {
         if let Some(Entry::Conn(conn)) = live(&mut self.slots, tag) {
-            if let Err(e) = conn.update_interest(self.poll.registry(), tag) {
-                log::warn!("conn {}: reregister failed: {e}", tag.key);
-                conn.close(tag, &mut self.core, CloseReason::Io(e.kind()));
-            }
-            conn.arm_deadline(&mut self.core, tag);
+            conn.refresh(self.poll.registry(), &mut self.core, tag);
         }
     }
 

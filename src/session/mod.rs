@@ -7,8 +7,9 @@
 //! both directions, graceful shutdown, the close reason, and the connection's one derived
 //! deadline. It owns no socket and reads no clock: a driver feeds it events with the time
 //! passed in and asks it what to do, the shape of quinn-proto's `Connection` and rustls's
-//! `ConnectionCommon`. The reactor ([`crate::reactor`]) and the blocking drivers
-//! ([`crate::blocking`]) both drive it; they differ only in how they wait.
+//! `ConnectionCommon`. The reactor ([`crate::reactor`]), the blocking drivers
+//! ([`crate::blocking`]) and the completion driver (`sockloop::uring`, feature `uring`) all
+//! drive it; they differ only in how they wait.
 //!
 //! # The driver's contract
 //!
@@ -469,6 +470,18 @@ impl<P: Protocol> Session<P> {
         }
     }
 
+    /// Returns true if and only if transmitting has nothing to do now: no output is owed
+    /// ([`Session::poll_transmit`] is empty, nothing is queued), no FIN is due
+    /// ([`Session::poll_fin`]), no stream waits ([`Session::wants_writable`]), and reading
+    /// is not suspended by backpressure ([`Session::is_paused`]).
+    pub(crate) fn is_quiet(&self, cx: &Context) -> bool {
+        cx.tx.is_empty()
+            && self.buffered_output() == 0
+            && !self.paused
+            && !self.poll_fin(cx)
+            && !self.wants_writable(cx)
+    }
+
     /// Returns true if and only if unsent output waits for the socket (the driver wants
     /// WRITABLE readiness exactly then).
     pub fn wants_write(&self) -> bool {
@@ -532,6 +545,45 @@ impl<P: Protocol> Session<P> {
         match (at, self.protocol_timers().then(proto)) {
             (Some(a), Some(Some(p))) => Some(a.min(p)),
             (a, p) => a.or(p.flatten()),
+        }
+    }
+
+    /// [`Session::poll_timeout`] on the millisecond grid the session keeps its times on,
+    /// rounded up ([`clock::NEVER`]: none), for a driver whose timers keep that grid too.
+    #[inline(always)]
+    pub(crate) fn poll_timeout_ms(&self) -> u64 {
+        if self.phase == Phase::Closed {
+            return NEVER;
+        }
+        let mut ms = self.deadline;
+        if self.cfg.idle.is_some() || self.spill.is_some() {
+            ms = ms.min(self.timeouts_ms());
+        }
+        if self.protocol_timers() {
+            ms = ms.min(self.protocol_timeout_ms());
+        }
+        ms
+    }
+
+    /// The earliest of the idle, write-stall and backlog deadlines, in clock ms.
+    #[inline(never)]
+    fn timeouts_ms(&self) -> u64 {
+        self.idle_deadline()
+            .min(self.stall_deadline())
+            .min(self.backlog_deadline())
+    }
+
+    /// The protocol's own deadline on the grid, rounded up (`NEVER`: none). As in
+    /// `poll_timeout`, a panic asks for `timeout` at once.
+    #[inline(always)]
+    fn protocol_timeout_ms(&self) -> u64 {
+        let proto = catch_unwind(AssertUnwindSafe(|| self.proto.poll_timeout()))
+            .unwrap_or_else(|_| Some(clock::instant(self.last_io)));
+        // `ceil` is monotonic and exact on the grid, so the minimum taken on it is
+        // `poll_timeout`'s instant rounded up.
+        match proto {
+            Some(at) => clock::ceil(at),
+            None => NEVER,
         }
     }
 
@@ -797,6 +849,7 @@ impl<P: Protocol> Session<P> {
 
     /// What the socket took of [`Session::poll_transmit`]: `n` bytes (0 when it would
     /// block). The rest is kept, in order, and offered again.
+    #[inline(always)]
     pub fn sent(&mut self, cx: &mut Context, n: usize) {
         if self.phase == Phase::Closed {
             cx.tx.clear();
@@ -814,6 +867,9 @@ impl<P: Protocol> Session<P> {
                     s.stall_since = now;
                 }
             }
+        } else if n >= cx.tx.len() {
+            // The socket took all the fresh output (the common case): nothing to queue.
+            cx.tx.clear();
         } else {
             self.queue_fresh(cx, n);
             if self.phase == Phase::Closed {
@@ -896,6 +952,7 @@ impl<P: Protocol> Session<P> {
     }
 
     /// After a protocol call: note whether it streams, obey its action, place its output.
+    #[inline(always)]
     fn after_call(&mut self, cx: &mut Context, streams: bool, action: Action) {
         self.streaming |= streams;
         match action {
@@ -921,6 +978,7 @@ impl<P: Protocol> Session<P> {
 
     /// Places the fresh output: left in the context for the driver to write at once if
     /// nothing is queued before it, queued behind what is, dropped if nothing may follow.
+    #[inline(always)]
     fn stage(&mut self, cx: &mut Context) {
         match self.phase {
             Phase::Closed => cx.tx.clear(),
