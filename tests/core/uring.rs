@@ -199,3 +199,18 @@ fn at_the_connection_limit_clients_wait_until_a_slot_frees() {
     server.shutdown(Duration::from_secs(1));
     server.join();
 }
+
+#[test]
+fn tcp_over_ipv6_is_served() {
+    let server = start(
+        Endpoint::Inet("[::1]:0".parse().unwrap()),
+        UringOptions::default(),
+    );
+    let addr = server.local_addr().inet().unwrap();
+    assert!(addr.is_ipv6(), "bound {addr}");
+    let mut c = connect(addr);
+    crate::support::round_trip(&mut c, b"over IPv6");
+    drop(c);
+    server.shutdown(Duration::from_secs(1));
+    server.join();
+}
