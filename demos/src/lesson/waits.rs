@@ -803,26 +803,31 @@ fn blocking_line(b: &mut Lanes, driver: Driver, accept: usize, t: f64, msg: &str
     }
 }
 
-/// One line of the completion driver's trace: asleep in `io_uring_enter` from the line
-/// that says it submits and waits until the next line; completions are the marks.
-fn uring_line(b: &mut Lanes, r: usize, turn: &mut Vec<String>, t: f64, msg: &str) {
+/// One line of a single-threaded loop's trace (the reactor's or the uring driver's).
+/// `sleep` is what the loop's "going to sleep" line says it waits in (`None` for any
+/// other line): the lane is asleep from there to the next line, which wakes it into a
+/// turn. `mark` parses the turn's other lines into marks.
+fn loop_line(
+    b: &mut Lanes,
+    r: usize,
+    turn: &mut Vec<String>,
+    t: f64,
+    msg: &str,
+    sleep: Option<String>,
+    mark: impl FnOnce(&mut Lanes) -> Option<(MarkKind, String)>,
+) {
     if msg.starts_with("listening on ") {
         b.switch(r, t, "", Some((State::Turn, "starting".into())));
         return;
     }
-    if let Some(p) = msg.strip_prefix("uring: io_uring_enter: ") {
+    if let Some(sleep) = sleep {
         let did = if turn.is_empty() {
             "nothing traced".to_string()
         } else {
             turn.join(", ")
         };
         turn.clear();
-        b.switch(
-            r,
-            t,
-            &did,
-            Some((State::Asleep, format!("io_uring_enter: {p}"))),
-        );
+        b.switch(r, t, &did, Some((State::Asleep, sleep)));
         return;
     }
     if b.state(r) == Some(State::Asleep) {
@@ -833,33 +838,7 @@ fn uring_line(b: &mut Lanes, r: usize, turn: &mut Vec<String>, t: f64, msg: &str
             Some((State::Turn, String::new())),
         );
     }
-    let (kind, label) = if let Some((peer, id)) = accept_line(msg) {
-        b.accepts.push(Accepted {
-            conn: id,
-            port: port_of(peer),
-            at: t,
-        });
-        (MarkKind::Accept, format!("accept conn {id} completed"))
-    } else if let Some((id, rest)) = conn_line(msg) {
-        if let Some(n) = rest
-            .strip_prefix("recv completed: ")
-            .and_then(leading_number)
-        {
-            let label = if n == 0 {
-                format!("conn {id} recv completed: 0 B, EOF")
-            } else {
-                format!("conn {id} recv completed: {n} B")
-            };
-            (MarkKind::Read, label)
-        } else if let Some(n) = rest
-            .strip_prefix("send completed: the socket took ")
-            .and_then(leading_number)
-        {
-            (MarkKind::Wrote, format!("conn {id} send completed: {n} B"))
-        } else {
-            return;
-        }
-    } else {
+    let Some((kind, label)) = mark(b) else {
         return;
     };
     turn.push(label.clone());
@@ -871,66 +850,76 @@ fn uring_line(b: &mut Lanes, r: usize, turn: &mut Vec<String>, t: f64, msg: &str
     });
 }
 
-fn reactor_line(b: &mut Lanes, r: usize, turn: &mut Vec<String>, t: f64, msg: &str) {
-    if msg.starts_with("listening on ") {
-        b.switch(r, t, "", Some((State::Turn, "starting".into())));
-        return;
-    }
-    if let Some(p) = msg.strip_prefix("poll: ") {
-        let did = if turn.is_empty() {
-            "nothing traced".to_string()
-        } else {
-            turn.join(", ")
-        };
-        turn.clear();
-        b.switch(r, t, &did, Some((State::Asleep, p.to_string())));
-        return;
-    }
-    if b.state(r) == Some(State::Asleep) {
-        b.switch(
-            r,
-            t,
-            &format!("woken: {msg}"),
-            Some((State::Turn, String::new())),
-        );
-    }
-    let (kind, label) = if let Some(ev) = msg.strip_prefix("event: ") {
-        (MarkKind::Event, event_label(ev))
-    } else if let Some((_, id)) = accept_line(msg) {
-        if let Some((peer, _)) = accept_line(msg) {
-            b.accepts.push(Accepted {
-                conn: id,
-                port: port_of(peer),
-                at: t,
-            });
+/// An `accept PEER as conn N` line, noted among the accepts: N.
+fn accepted_line(b: &mut Lanes, t: f64, msg: &str) -> Option<u64> {
+    let (peer, id) = accept_line(msg)?;
+    b.accepts.push(Accepted {
+        conn: id,
+        port: port_of(peer),
+        at: t,
+    });
+    Some(id)
+}
+
+/// The completion driver's trace: asleep in `io_uring_enter` from each line that says
+/// it submits and waits; the accepts and the receives and sends that completed are the
+/// marks.
+fn uring_line(b: &mut Lanes, r: usize, turn: &mut Vec<String>, t: f64, msg: &str) {
+    let sleep = msg
+        .strip_prefix("uring: io_uring_enter: ")
+        .map(|p| format!("io_uring_enter: {p}"));
+    loop_line(b, r, turn, t, msg, sleep, |b| {
+        if let Some(id) = accepted_line(b, t, msg) {
+            return Some((MarkKind::Accept, format!("accept conn {id} completed")));
         }
-        (MarkKind::Accept, format!("accept conn {id}"))
-    } else if msg.starts_with("listener ") && msg.contains("accept would block") {
-        (MarkKind::WouldBlock, "accept: WouldBlock".to_string())
-    } else if let Some((id, rest)) = conn_line(msg) {
+        let (id, rest) = conn_line(msg)?;
+        if let Some(n) = rest
+            .strip_prefix("recv completed: ")
+            .and_then(leading_number)
+        {
+            let label = if n == 0 {
+                format!("conn {id} recv completed: 0 B, EOF")
+            } else {
+                format!("conn {id} recv completed: {n} B")
+            };
+            Some((MarkKind::Read, label))
+        } else {
+            let n = rest
+                .strip_prefix("send completed: the socket took ")
+                .and_then(leading_number)?;
+            Some((MarkKind::Wrote, format!("conn {id} send completed: {n} B")))
+        }
+    });
+}
+
+/// The reactor's trace: asleep in `epoll_wait` from each `poll:` line; events, accepts,
+/// reads, writes and WouldBlocks are the marks.
+fn reactor_line(b: &mut Lanes, r: usize, turn: &mut Vec<String>, t: f64, msg: &str) {
+    let sleep = msg.strip_prefix("poll: ").map(str::to_string);
+    loop_line(b, r, turn, t, msg, sleep, |b| {
+        if let Some(ev) = msg.strip_prefix("event: ") {
+            return Some((MarkKind::Event, event_label(ev)));
+        }
+        if let Some(id) = accepted_line(b, t, msg) {
+            return Some((MarkKind::Accept, format!("accept conn {id}")));
+        }
+        if msg.starts_with("listener ") && msg.contains("accept would block") {
+            return Some((MarkKind::WouldBlock, "accept: WouldBlock".to_string()));
+        }
+        let (id, rest) = conn_line(msg)?;
         if rest.starts_with("read: WouldBlock") {
-            (MarkKind::WouldBlock, format!("conn {id} read: WouldBlock"))
+            Some((MarkKind::WouldBlock, format!("conn {id} read: WouldBlock")))
         } else if let Some(n) = rest.strip_prefix("read ").and_then(leading_number) {
             let label = if n == 0 {
                 format!("conn {id} read 0 B: EOF")
             } else {
                 format!("conn {id} read {n} B")
             };
-            (MarkKind::Read, label)
-        } else if let Some(n) = rest.strip_prefix("wrote ").and_then(leading_number) {
-            (MarkKind::Wrote, format!("conn {id} wrote {n} B"))
+            Some((MarkKind::Read, label))
         } else {
-            return;
+            let n = rest.strip_prefix("wrote ").and_then(leading_number)?;
+            Some((MarkKind::Wrote, format!("conn {id} wrote {n} B")))
         }
-    } else {
-        return;
-    };
-    turn.push(label.clone());
-    b.lanes[r].marks.push(Mark {
-        kind,
-        at: t,
-        label,
-        title: format!("{t:.3} ms: {msg}"),
     });
 }
 
