@@ -8,7 +8,7 @@
 
 use super::buffers::{BufRing, GROUP};
 use super::{Inbox, UringOptions, UringStats, DRAINING, RUNNING, STOPPED};
-use crate::blocking::Factory;
+use crate::blocking::{BlockingListener, Factory};
 use crate::net::Endpoint;
 use crate::proto::{CloseReason, Mailbox, Protocol, Token};
 use crate::session::{Context, Deliver, Opening, Session, SessionConfig};
@@ -18,10 +18,9 @@ use std::cell::OnceCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,25 +97,11 @@ impl Deliver for UringMailbox {
     }
 }
 
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
-}
-
-impl Listener {
-    fn fd(&self) -> RawFd {
-        match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l, _) => l.as_raw_fd(),
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Listener::Unix(_, p) = self {
-            let _ = std::fs::remove_file(p);
-        }
+/// The listener's fd, for the accepts submitted on it.
+fn listener_fd(l: &BlockingListener) -> RawFd {
+    match l {
+        BlockingListener::Tcp(l) => l.as_raw_fd(),
+        BlockingListener::Unix(l, _) => l.as_raw_fd(),
     }
 }
 
@@ -168,7 +153,9 @@ pub(super) struct Driver {
     bufs: Option<BufRing>,
     buffer_size: u32,
     multishot_accept: bool,
-    listener: Option<Listener>,
+    /// The listening socket (bound as the blocking drivers bind theirs; a Unix one's
+    /// file is removed when it is dropped).
+    listener: Option<BlockingListener>,
     accept_armed: bool,
     /// At `max_connections`: no accept is submitted until a slot frees.
     accept_full: bool,
@@ -323,20 +310,8 @@ impl Driver {
 
     /// Binds the listener; returns its address.
     pub(super) fn listen(&mut self, at: &Endpoint) -> io::Result<Endpoint> {
-        let (listener, addr) = match at {
-            Endpoint::Inet(a) => {
-                let l = crate::net::bind_tcp(*a)?;
-                let addr = Endpoint::Inet(l.local_addr()?);
-                (Listener::Tcp(l), addr)
-            }
-            Endpoint::Unix(p) => {
-                crate::net::clear_stale_unix_socket(p)?;
-                (
-                    Listener::Unix(UnixListener::bind(p)?, p.clone()),
-                    Endpoint::Unix(p.clone()),
-                )
-            }
-        };
+        let listener = BlockingListener::bind(at)?;
+        let addr = listener.local_addr()?;
         self.listener = Some(listener);
         Ok(addr)
     }
@@ -375,7 +350,7 @@ impl Driver {
         if self.accept_armed || self.accept_full || self.state != RUNNING || self.finishing {
             return;
         }
-        let Some(fd) = self.listener.as_ref().map(Listener::fd) else {
+        let Some(fd) = self.listener.as_ref().map(listener_fd) else {
             return;
         };
         let e = if self.multishot_accept {
@@ -553,7 +528,7 @@ impl Driver {
     /// A connection accepted as `fd`: a session for it, opened.
     fn open(&mut self, fd: RawFd) {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let unix = matches!(self.listener, Some(Listener::Unix(..)));
+        let unix = matches!(self.listener, Some(BlockingListener::Unix(..)));
         // SAFETY: the accept's result is a fresh fd, owned by nothing else.
         let sock = unsafe {
             if unix {
